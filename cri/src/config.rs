@@ -1,0 +1,306 @@
+//! berthd's configuration file: TOML, one section per concern, every key
+//! optional with the default documented in `deploy/config.toml` (which is
+//! also what `berthd config default` prints, and a test keeps the two equal).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::EnvFilter;
+
+/// Where berthd looks for its config when `--config` is not given. If the
+/// file does not exist the embedded defaults are used.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+
+/// The documented default config, as shipped in `deploy/config.toml`.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../deploy/config.toml");
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub pod: berth_pod::Config,
+    pub cni: berth_cni::Config,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[daemon]`: paths, logging, shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub root_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            root_dir: PathBuf::from("/var/lib/berth"),
+            state_dir: PathBuf::from("/run/berth"),
+            socket: PathBuf::from("/run/berth/berth.sock"),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A config that cannot be used; each variant names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {}{message}", key_prefix(.key))]
+    Parse {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("config file {path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() || key == "." {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
+}
+
+impl Config {
+    /// Parses and validates a config document; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let parse_err = |key: String, message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        // One line per error: "line N: message", without toml's snippet.
+        let describe = |e: &toml::de::Error| match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                format!("line {line}: {}", e.message().trim_end())
+            }
+            None => e.message().trim_end().to_owned(),
+        };
+        let de =
+            toml::Deserializer::parse(text).map_err(|e| parse_err(String::new(), describe(&e)))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            parse_err(key, describe(e.inner()))
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Loads `path`, or `/etc/berth/config.toml` if it exists, or the
+    /// embedded defaults. Returns the file actually read, if any.
+    pub fn load(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        let path = match path {
+            Some(p) => p.to_owned(),
+            None => {
+                let p = PathBuf::from(DEFAULT_CONFIG_PATH);
+                if !p.exists() {
+                    return Ok((Config::default(), None));
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((Config::parse(&text, &path)?, Some(path)))
+    }
+
+    /// Checks what serde cannot. Returns the offending key and the problem.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let d = &self.daemon;
+        for (key, p) in [
+            ("daemon.root_dir", &d.root_dir),
+            ("daemon.state_dir", &d.state_dir),
+            ("daemon.socket", &d.socket),
+        ] {
+            if !p.is_absolute() {
+                return Err((key.into(), format!("{p:?} is not an absolute path")));
+            }
+        }
+        if d.socket.file_name().is_none() {
+            return Err(("daemon.socket".into(), "must name a file".into()));
+        }
+        // sun_path holds 108 bytes including the terminating NUL.
+        if d.socket.as_os_str().len() > 107 {
+            return Err((
+                "daemon.socket".into(),
+                format!(
+                    "{:?} is longer than the 107 bytes a unix socket path may have",
+                    d.socket
+                ),
+            ));
+        }
+        if d.root_dir == d.state_dir {
+            return Err((
+                "daemon.state_dir".into(),
+                "must differ from daemon.root_dir (state is removed at reboot, root is not)".into(),
+            ));
+        }
+        EnvFilter::try_new(&d.log_level).map_err(|e| {
+            (
+                "daemon.log_level".into(),
+                format!("{:?} is not a log filter: {e}", d.log_level),
+            )
+        })?;
+        if d.shutdown_timeout.is_zero() {
+            return Err((
+                "daemon.shutdown_timeout".into(),
+                "must be more than 0s".into(),
+            ));
+        }
+        self.cni
+            .validate()
+            .map_err(|(k, m)| (format!("cni.{k}"), m))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/berth/config.toml"))
+    }
+
+    #[test]
+    fn shipped_default_config_is_the_default() {
+        assert_eq!(parse(DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_default_config_documents_every_key() {
+        // Every key of the serialized default must appear, uncommented, in
+        // the shipped file; and nothing else may.
+        fn keys(v: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+            if let toml::Value::Table(t) = v {
+                for (k, v) in t {
+                    let key = format!("{prefix}{k}");
+                    keys(v, &format!("{key}."), out);
+                    out.push(key);
+                }
+            }
+        }
+        let shipped: toml::Value = toml::from_str(DEFAULT_CONFIG_TOML).unwrap();
+        let default = toml::Value::try_from(Config::default()).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        keys(&shipped, "", &mut a);
+        keys(&default, "", &mut b);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_sections_keep_other_defaults() {
+        let c = parse("[daemon]\nroot_dir = \"/srv/berth\"\n[pod]\ncgroup_driver = \"systemd\"\n")
+            .unwrap();
+        assert_eq!(c.daemon.root_dir, PathBuf::from("/srv/berth"));
+        assert_eq!(c.daemon.state_dir, PathBuf::from("/run/berth"));
+        assert_eq!(c.pod.cgroup_driver, berth_pod::CgroupDriver::Systemd);
+        let c = parse("[daemon]\nshutdown_timeout = \"1m 30s\"\n").unwrap();
+        assert_eq!(c.daemon.shutdown_timeout, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                "[daemon]\nroot_dri = \"/x\"\n",
+                "key `daemon.root_dri`: line 2",
+                "unknown field `root_dri`",
+            ),
+            (
+                "[pod]\ncgroup_driver = \"cgroupsfs\"\n",
+                "key `pod.cgroup_driver`",
+                "unknown variant `cgroupsfs`",
+            ),
+            (
+                "[daemon]\nshutdown_timeout = \"soon\"\n",
+                "key `daemon.shutdown_timeout`: line 2",
+                "",
+            ),
+            (
+                "[daemon]\nroot_dir = \"var/lib\"\n",
+                "key `daemon.root_dir`",
+                "not an absolute path",
+            ),
+            (
+                "[daemon]\nlog_level = \"info,=[\"\n",
+                "key `daemon.log_level`",
+                "not a log filter",
+            ),
+            (
+                "[cni]\nbin_dirs = []\n",
+                "key `cni.bin_dirs`",
+                "at least one",
+            ),
+            ("[netwrok]\n", "", "unknown field `netwrok`"),
+            ("[daemon\n", "line 1", ""),
+        ];
+        for (text, want_key, want_msg) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("config file /etc/berth/config.toml: "),
+                "{err}"
+            );
+            assert!(err.contains(want_key), "{text:?} -> {err}");
+            assert!(err.contains(want_msg), "{text:?} -> {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn long_socket_path_is_rejected() {
+        let long = format!("[daemon]\nsocket = \"/{}\"\n", "s".repeat(120));
+        let err = parse(&long).unwrap_err().to_string();
+        assert!(err.contains("107 bytes"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/berth.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! berthd's life: claim the root dir, open the store, bind the socket,
+//! serve, and shut down cleanly on SIGTERM/SIGINT.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use berth_store::{Store, StoreError};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::inflight::InFlight;
+use crate::lock::{LockError, RootLock};
+use crate::service::{self, Shared};
+use crate::socket::{self, SocketError};
+
+/// Why berthd could not start. Each is printed as one line and exits 1.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create {what} {path}: {source}")]
+    CreateDir {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} {path} is not writable: {source}")]
+    NotWritable {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("cannot listen: {0}")]
+    Listen(#[source] io::Error),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] io::Error),
+    #[error("server failed: {0}")]
+    Serve(#[source] tonic::transport::Error),
+}
+
+/// Creates `path` (mode 0711 for new directories) and proves it writable.
+fn prepare_dir(what: &'static str, path: &Path) -> Result<(), StartupError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(path)
+        .map_err(|source| StartupError::CreateDir {
+            what,
+            path: path.to_owned(),
+            source,
+        })?;
+    let probe = path.join(format!(".berthd-write-check-{}", std::process::id()));
+    fs::write(&probe, b"")
+        .and_then(|()| fs::remove_file(&probe))
+        .map_err(|source| StartupError::NotWritable {
+            what,
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. Returns Ok after a clean stop.
+pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), StartupError> {
+    let d = &config.daemon;
+    prepare_dir("root dir", &d.root_dir)?;
+    prepare_dir("state dir", &d.state_dir)?;
+    let lock = RootLock::acquire(&d.root_dir)?;
+    let store_path = d.root_dir.join("meta.redb");
+    let store = tokio::task::block_in_place(|| Store::open(&store_path))?;
+    tracing::info!(store = %store_path.display(), schema = berth_store::SCHEMA_VERSION, "metadata store open");
+
+    let bound = socket::bind(&d.socket)?;
+    bound
+        .listener
+        .set_nonblocking(true)
+        .map_err(StartupError::Listen)?;
+    let listener = tokio::net::UnixListener::from_std(
+        bound.listener.try_clone().map_err(StartupError::Listen)?,
+    )
+    .map_err(StartupError::Listen)?;
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(StartupError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(StartupError::Signals)?;
+    let shutdown_timeout = d.shutdown_timeout;
+    let socket_path = d.socket.clone();
+
+    let shared = Arc::new(Shared {
+        config,
+        config_file,
+        store,
+        started_at: SystemTime::now(),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let in_flight = InFlight::default();
+    let server = tonic::transport::Server::builder()
+        .layer(in_flight.clone())
+        .add_service(service::runtime_server(shared.clone()))
+        .add_service(service::image_server(shared.clone()))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let mut server = tokio::spawn(server);
+
+    tracing::info!(socket = %socket_path.display(), pid = std::process::id(), version = env!("CARGO_PKG_VERSION"), "berthd ready");
+    match crate::notify::notify("READY=1") {
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot notify the service manager"),
+    }
+
+    let signal_name = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        res = &mut server => {
+            // The server ended on its own: an accept error.
+            bound.remove();
+            return match res {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StartupError::Serve(e)),
+                Err(e) => Err(StartupError::Listen(io::Error::other(e))),
+            };
+        }
+    };
+    tracing::info!(
+        signal = signal_name,
+        "shutting down: no new calls, waiting for calls in flight"
+    );
+    let _ = crate::notify::notify("STOPPING=1");
+    // Stop accepting at once, also while in-flight calls finish.
+    bound.remove();
+    let _ = stop_tx.send(());
+    // Done when the server has closed every connection, or when no call is
+    // in flight (idle client connections are simply dropped).
+    let drained = async {
+        tokio::select! {
+            res = &mut server => match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "server task failed"),
+            },
+            () = in_flight.idle() => {}
+        }
+    };
+    match tokio::time::timeout(shutdown_timeout, drained).await {
+        Ok(()) => tracing::info!("stopped"),
+        Err(_) => tracing::warn!(
+            timeout = ?shutdown_timeout,
+            in_flight = in_flight.count(),
+            "calls still in flight after the shutdown timeout; exiting anyway"
+        ),
+    }
+    server.abort();
+    drop(shared);
+    drop(lock);
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! berth's CRI surface and daemon: configuration, the CRI services over the
+//! domain crates, the unix socket, startup and shutdown. Domain errors are
+//! mapped to gRPC statuses here and nowhere else (`error`).
+
+pub mod config;
+pub mod daemon;
+mod error;
+pub mod inflight;
+pub mod lock;
+pub mod logging;
+pub mod notify;
+pub mod service;
+pub mod settings;
+pub mod socket;

@@ -1,0 +1,70 @@
+//! The CRI services berthd serves, over the state they share.
+
+mod image;
+mod runtime;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use berth_store::Store;
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+
+use crate::config::Config;
+
+pub use image::ImageSvc;
+pub use runtime::RuntimeSvc;
+
+/// kubelet raises its client limits to 16 MiB; so does berth, for large
+/// List responses on busy nodes.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// What every service handler can reach.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    pub config_file: Option<PathBuf>,
+    pub store: Store,
+    pub started_at: SystemTime,
+}
+
+pub fn runtime_server(shared: Arc<Shared>) -> RuntimeServiceServer<RuntimeSvc> {
+    RuntimeServiceServer::new(RuntimeSvc::new(shared))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn image_server(shared: Arc<Shared>) -> ImageServiceServer<ImageSvc> {
+    ImageServiceServer::new(ImageSvc::new(shared))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// Defines trait methods that answer UNIMPLEMENTED, in the desugared form
+/// `#[async_trait]` expects (it does not see inside macro invocations).
+macro_rules! not_implemented {
+    ($($method:ident: $req:ty => $resp:ty, $rpc:literal;)*) => {
+        $(
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _request: tonic::Request<$req>,
+            ) -> ::std::pin::Pin<
+                Box<
+                    dyn ::std::future::Future<
+                            Output = Result<tonic::Response<$resp>, tonic::Status>,
+                        > + Send
+                        + 'async_trait,
+                >,
+            >
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(::std::future::ready(Err($crate::error::not_implemented($rpc))))
+            }
+        )*
+    };
+}
+pub(crate) use not_implemented;

@@ -1,0 +1,144 @@
+//! `Status`: the RuntimeReady and NetworkReady conditions kubelet gates the
+//! node on, and, verbose, a JSON picture of the daemon for operators.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use berth_pod::CgroupDriver;
+use k8s_cri::v1::{RuntimeCondition, RuntimeStatus, StatusResponse};
+use serde_json::json;
+
+use super::Shared;
+use crate::settings::NetworkSettings;
+
+pub const RUNTIME_READY: &str = "RuntimeReady";
+pub const NETWORK_READY: &str = "NetworkReady";
+
+fn condition(kind: &str, failure: Option<(&str, String)>) -> RuntimeCondition {
+    match failure {
+        None => RuntimeCondition {
+            r#type: kind.into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        },
+        Some((reason, message)) => RuntimeCondition {
+            r#type: kind.into(),
+            status: false,
+            reason: reason.into(),
+            message,
+        },
+    }
+}
+
+/// Why the runtime cannot run pods, if it cannot.
+fn runtime_failure(shared: &Shared) -> Option<(&'static str, String)> {
+    if let Err(e) = shared.store.schema_version() {
+        return Some(("StoreUnavailable", e.to_string()));
+    }
+    let state = &shared.config.daemon.state_dir;
+    if !state.is_dir() {
+        return Some((
+            "StateDirMissing",
+            format!("state dir {} does not exist", state.display()),
+        ));
+    }
+    if shared.config.pod.cgroup_driver == CgroupDriver::Systemd
+        && !Path::new("/run/systemd/system").is_dir()
+    {
+        return Some((
+            "SystemdNotRunning",
+            "pod.cgroup_driver is systemd but systemd is not running on this node".into(),
+        ));
+    }
+    None
+}
+
+pub fn status(shared: &Shared, verbose: bool) -> StatusResponse {
+    let network = berth_cni::network_status(&shared.config.cni);
+    let net_failure = (!network.ready()).then(|| (network.reason, network.message.clone()));
+    let conditions = vec![
+        condition(RUNTIME_READY, runtime_failure(shared)),
+        condition(NETWORK_READY, net_failure),
+    ];
+    let info = if verbose {
+        info(shared, &network)
+    } else {
+        HashMap::new()
+    };
+    StatusResponse {
+        status: Some(RuntimeStatus { conditions }),
+        info,
+        runtime_handlers: Vec::new(),
+        features: None,
+    }
+}
+
+fn info(shared: &Shared, network: &berth_cni::NetworkStatus) -> HashMap<String, String> {
+    let mut info = HashMap::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        info.insert(k.to_owned(), v.to_string());
+    };
+    put(
+        "config",
+        serde_json::to_value(&shared.config).unwrap_or_default(),
+    );
+    put(
+        "configFile",
+        json!(
+            shared
+                .config_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(embedded defaults)".into())
+        ),
+    );
+    let net = match &network.network {
+        Some(n) => json!({
+            "ready": true,
+            "name": n.name,
+            "cniVersion": n.cni_version,
+            "source": n.source,
+            "plugins": n.plugins.iter().map(|p| p.plugin_type.as_str()).collect::<Vec<_>>(),
+        }),
+        None => json!({ "ready": false, "reason": network.reason, "message": network.message }),
+    };
+    put("network", net);
+    let settings = NetworkSettings::load(&shared.store);
+    put(
+        "runtimeConfig",
+        match settings {
+            Ok(s) => json!({ "podCIDRs": s.pod_cidrs }),
+            Err(e) => json!({ "error": e.to_string() }),
+        },
+    );
+    let hierarchy = berth_pod::cgroup::detect(Path::new("/sys/fs/cgroup"));
+    put(
+        "cgroups",
+        json!({
+            "driver": shared.config.pod.cgroup_driver.as_str(),
+            "hierarchy": match &hierarchy { Ok(h) => h.as_str().to_owned(), Err(e) => e.clone() },
+        }),
+    );
+    put(
+        "store",
+        json!({
+            "path": shared.store.path(),
+            "schemaVersion": shared.store.schema_version().ok(),
+        }),
+    );
+    let started = shared
+        .started_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    put(
+        "daemon",
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "startedAt": started,
+        }),
+    );
+    info
+}

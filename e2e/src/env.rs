@@ -1,0 +1,66 @@
+//! The test environment: root, binaries, scratch directories.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Whether this test may run. Not root: in CI a failure, elsewhere a skip
+/// that says so on stderr.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "{test} needs root, and CI=true forbids skipping it");
+    eprintln!("SKIPPED {test}: needs root (run the tests as root)");
+    false
+}
+
+/// A built workspace binary (`berthd`, `berth`, ...): `$BERTH_BIN_DIR`, else
+/// the cargo target dir this test binary lives in.
+pub fn bin_path(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("BERTH_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("current_exe");
+            // target/<profile>/deps/<test-binary>
+            exe.parent()
+                .and_then(|deps| deps.parent())
+                .expect("test binary inside a cargo target dir")
+                .to_owned()
+        }
+    };
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build --workspace` (cargo nextest run --workspace builds it), or set BERTH_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A fresh, unique scratch directory for one test: `/tmp/berth-e2e/<tag>-<pid>-<n>`.
+/// Short on purpose: unix socket paths must stay under 108 bytes.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let tag: String = tag.chars().take(24).collect();
+    let dir = PathBuf::from("/tmp/berth-e2e").join(format!("{tag}-{}-{n}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).expect("clearing an old scratch dir");
+    }
+    std::fs::create_dir_all(&dir).expect("creating scratch dir");
+    dir
+}
+
+/// Mount points at or under `dir`, from /proc/self/mountinfo, deepest first.
+pub fn mounts_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found
+}

@@ -1,0 +1,11 @@
+//! End-to-end harness: real berthd processes, as root, each in its own
+//! temporary root dir, state dir and socket, so tests run side by side.
+//!
+//! A test asks for root with [`root_or_skip`]: outside CI a non-root run
+//! skips with a message; in CI (`CI=true`) it fails, never skipping silently.
+
+pub mod daemon;
+pub mod env;
+
+pub use daemon::{Berthd, BerthdBuilder};
+pub use env::{bin_path, root_or_skip};

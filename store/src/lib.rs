@@ -1,0 +1,394 @@
+//! berth's metadata store: `<root>/meta.redb`.
+//!
+//! One redb database holds every record berthd must not lose: pods,
+//! containers, images, name reservations, runtime settings. Each domain crate
+//! declares its own [`Table`]s (a name and a serde record type) and writes
+//! them through [`Store::write`], which is exactly one redb transaction,
+//! committed with immediate durability (fsync) before it returns. A call that
+//! has been acknowledged is therefore on disk, also across `kill -9`.
+//!
+//! Records are stored as JSON: a few hundred bytes per pod or container,
+//! readable with any redb tool when debugging, and tolerant of added fields
+//! (`#[serde(default)]`) so most schema changes need no migration. Changes
+//! that do need one bump [`SCHEMA_VERSION`] and add a step to
+//! [`migrate`](Store::open).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Store-wide bookkeeping: `schema_version`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SCHEMA_KEY: &str = "schema_version";
+
+/// Errors of the metadata store. Each names what failed and where.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be created or opened (permissions, disk,
+    /// another process holding it).
+    #[error("cannot open metadata store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The file was written by a newer berth; refusing protects its data.
+    #[error(
+        "metadata store {path} has schema version {found}, newer than the {supported} this berthd supports; upgrade berthd"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    /// A record could not be decoded: the file was edited or corrupted.
+    #[error("record {key:?} in table {table} is not valid: {source}")]
+    Decode {
+        table: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A record could not be encoded (a bug: records are plain data).
+    #[error("record {key:?} for table {table} cannot be encoded: {source}")]
+    Encode {
+        table: &'static str,
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// redb failed reading or committing (I/O error, disk full).
+    #[error("metadata store: {0}")]
+    Db(#[from] redb::Error),
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(e: redb::TransactionError) -> Self {
+        StoreError::Db(e.into())
+    }
+}
+impl From<redb::TableError> for StoreError {
+    fn from(e: redb::TableError) -> Self {
+        StoreError::Db(e.into())
+    }
+}
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        StoreError::Db(e.into())
+    }
+}
+impl From<redb::CommitError> for StoreError {
+    fn from(e: redb::CommitError) -> Self {
+        StoreError::Db(e.into())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A typed table: string keys (ids, names) to JSON records of type `V`.
+pub struct Table<V> {
+    name: &'static str,
+    _record: PhantomData<fn() -> V>,
+}
+
+impl<V> Table<V> {
+    pub const fn new(name: &'static str) -> Self {
+        Table {
+            name,
+            _record: PhantomData,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn def(&self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(self.name)
+    }
+}
+
+impl<V> fmt::Debug for Table<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Table({})", self.name)
+    }
+}
+
+/// The open metadata store. Cheap to clone; safe to share between threads.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the store at `path` and checks its schema
+    /// version. A file left by a crash is repaired by redb while opening.
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let store = Store {
+            db: Arc::new(db),
+            path: Arc::new(path.to_owned()),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version recorded in the file.
+    pub fn schema_version(&self) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        match tx.open_table(META) {
+            Ok(t) => Ok(t.get(SCHEMA_KEY)?.map(|v| v.value()).unwrap_or(0)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let found = self.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                path: self.path.as_ref().clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+        // found == 0: a new file. Later versions add their steps here, each
+        // in the same transaction as the version bump.
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert(SCHEMA_KEY, SCHEMA_VERSION)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Reads one record.
+    pub fn get<V: DeserializeOwned>(&self, table: &Table<V>, key: &str) -> Result<Option<V>> {
+        let tx = self.db.begin_read()?;
+        let t = match tx.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(raw) = t.get(key)? else {
+            return Ok(None);
+        };
+        decode(table, key, raw.value()).map(Some)
+    }
+
+    /// Reads every record of a table, in key order.
+    pub fn list<V: DeserializeOwned>(&self, table: &Table<V>) -> Result<Vec<(String, V)>> {
+        let tx = self.db.begin_read()?;
+        let t = match tx.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let key = k.value().to_owned();
+            let record = decode(table, &key, v.value())?;
+            out.push((key, record));
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` in one write transaction and commits it durably. If `f`
+    /// returns an error nothing it wrote is kept.
+    pub fn write<R, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        let tx = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = Txn { tx: &tx };
+        let out = f(&mut txn)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Writes one record in its own transaction.
+    pub fn put<V: Serialize>(&self, table: &Table<V>, key: &str, value: &V) -> Result<()> {
+        self.write(|tx| tx.put(table, key, value))
+    }
+}
+
+/// A write transaction in progress; see [`Store::write`].
+pub struct Txn<'a> {
+    tx: &'a redb::WriteTransaction,
+}
+
+impl fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Txn")
+    }
+}
+
+impl Txn<'_> {
+    pub fn put<V: Serialize>(&mut self, table: &Table<V>, key: &str, value: &V) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
+            table: table.name,
+            key: key.to_owned(),
+            source,
+        })?;
+        self.tx
+            .open_table(table.def())?
+            .insert(key, bytes.as_slice())?;
+        Ok(())
+    }
+
+    /// Removes a record; returns whether it existed.
+    pub fn delete<V>(&mut self, table: &Table<V>, key: &str) -> Result<bool> {
+        Ok(self.tx.open_table(table.def())?.remove(key)?.is_some())
+    }
+
+    pub fn get<V: DeserializeOwned>(&mut self, table: &Table<V>, key: &str) -> Result<Option<V>> {
+        let t = self.tx.open_table(table.def())?;
+        let Some(raw) = t.get(key)? else {
+            return Ok(None);
+        };
+        decode(table, key, raw.value()).map(Some)
+    }
+}
+
+fn decode<V: DeserializeOwned>(table: &Table<V>, key: &str, raw: &[u8]) -> Result<V> {
+    serde_json::from_slice(raw).map_err(|source| StoreError::Decode {
+        table: table.name,
+        key: key.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Rec {
+        name: String,
+        n: u32,
+    }
+
+    const RECS: Table<Rec> = Table::new("recs");
+
+    fn rec(name: &str, n: u32) -> Rec {
+        Rec {
+            name: name.into(),
+            n,
+        }
+    }
+
+    #[test]
+    fn new_store_records_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.put(&RECS, "a", &rec("a", 1)).unwrap();
+            store.put(&RECS, "b", &rec("b", 2)).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.get(&RECS, "a").unwrap(), Some(rec("a", 1)));
+        let all = store.list(&RECS).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1], ("b".to_string(), rec("b", 2)));
+    }
+
+    #[test]
+    fn missing_table_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        assert_eq!(store.get(&RECS, "x").unwrap(), None);
+        assert!(store.list(&RECS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn failed_transaction_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        let r: Result<(), StoreError> = store.write(|tx| {
+            tx.put(&RECS, "a", &rec("a", 1))?;
+            Err(StoreError::SchemaTooNew {
+                path: PathBuf::new(),
+                found: 0,
+                supported: 0,
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(store.get(&RECS, "a").unwrap(), None);
+    }
+
+    #[test]
+    fn delete_reports_existence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        store.put(&RECS, "a", &rec("a", 1)).unwrap();
+        assert!(store.write(|tx| tx.delete(&RECS, "a")).unwrap());
+        assert!(!store.write(|tx| tx.delete(&RECS, "a")).unwrap());
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert(SCHEMA_KEY, SCHEMA_VERSION + 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+        assert!(err.to_string().contains("upgrade berthd"));
+    }
+
+    #[test]
+    fn corrupt_record_is_a_decode_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        {
+            let tx = store.db.begin_write().unwrap();
+            tx.open_table(RECS.def())
+                .unwrap()
+                .insert("bad", b"{not json".as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let err = store.get(&RECS, "bad").unwrap_err();
+        assert!(err.to_string().contains("\"bad\" in table recs"), "{err}");
+    }
+}
