@@ -8,9 +8,11 @@
 
 mod config;
 mod netconf;
+mod watch;
 
 pub use config::Config;
 pub use netconf::{
     NetConfError, NetworkConfigList, NetworkStatus, PluginConf, SUPPORTED_VERSIONS, find_plugin,
-    load_network, network_status,
+    load_network,
 };
+pub use watch::NetworkWatch;

@@ -230,24 +230,6 @@ impl fmt::Display for NetworkStatus {
     }
 }
 
-/// Loads the network and checks its plugins exist.
-pub fn network_status(config: &crate::Config) -> NetworkStatus {
-    let checked = load_network(&config.conf_dir)
-        .and_then(|list| list.find_plugins(&config.bin_dirs).map(|_| list));
-    match checked {
-        Ok(list) => NetworkStatus {
-            network: Some(list),
-            reason: "",
-            message: String::new(),
-        },
-        Err(e) => NetworkStatus {
-            network: None,
-            reason: "NetworkPluginNotReady",
-            message: e.to_string(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,12 +349,13 @@ mod tests {
         };
         exe(bin1.path(), "bridge");
         fs::write(bin2.path().join("portmap"), "not executable").unwrap();
-        let s = network_status(&config);
+        let w = crate::NetworkWatch::new(config.clone());
+        let s = w.status();
         assert!(!s.ready());
         assert_eq!(s.reason, "NetworkPluginNotReady");
         assert!(s.message.contains("\"portmap\""), "{}", s.message);
         exe(bin2.path(), "portmap");
-        let s = network_status(&config);
+        let s = w.status();
         assert!(s.ready(), "{s}");
         assert_eq!(
             s.network.unwrap().find_plugins(&config.bin_dirs).unwrap()[1],

@@ -96,6 +96,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     let socket_path = d.socket.clone();
 
     let shared = Arc::new(Shared {
+        network: berth_cni::NetworkWatch::new(config.cni.clone()),
         config,
         config_file,
         store,

@@ -21,12 +21,14 @@ pub fn bin_path(name: &str) -> PathBuf {
     let dir = match std::env::var_os("BERTH_BIN_DIR") {
         Some(d) => PathBuf::from(d),
         None => {
+            // target/<profile>/deps/<test-binary>, or target/<profile>/<binary>
             let exe = std::env::current_exe().expect("current_exe");
-            // target/<profile>/deps/<test-binary>
-            exe.parent()
-                .and_then(|deps| deps.parent())
-                .expect("test binary inside a cargo target dir")
-                .to_owned()
+            let dir = exe.parent().expect("binary in a directory");
+            if dir.ends_with("deps") {
+                dir.parent().expect("deps in a profile dir").to_owned()
+            } else {
+                dir.to_owned()
+            }
         }
     };
     let path = dir.join(name);

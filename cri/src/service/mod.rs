@@ -27,6 +27,8 @@ pub struct Shared {
     pub config: Config,
     pub config_file: Option<PathBuf>,
     pub store: Store,
+    /// The pod network config, reloaded when the CNI conf dir changes.
+    pub network: berth_cni::NetworkWatch,
     pub started_at: SystemTime,
 }
 

@@ -51,10 +51,10 @@ impl RuntimeService for RuntimeSvc {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let verbose = request.into_inner().verbose;
-        let shared = self.shared.clone();
-        let resp = tokio::task::spawn_blocking(move || super::status::status(&shared, verbose))
-            .await
-            .map_err(error::join)?;
+        // A few stat calls and one store read (the network config is cached
+        // until its dir changes): cheaper inline than any hand-off to a
+        // blocking thread, and kubelet polls this.
+        let resp = super::status::status(&self.shared, verbose);
         Ok(Response::new(resp))
     }
 

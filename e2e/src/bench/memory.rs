@@ -1,0 +1,102 @@
+//! Memory of a runtime's processes: RSS and PSS from /proc.
+
+use std::fs;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// Resident and proportional set size of one process, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Mem {
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+}
+
+impl std::ops::Add for Mem {
+    type Output = Mem;
+    fn add(self, o: Mem) -> Mem {
+        Mem {
+            rss_kib: self.rss_kib + o.rss_kib,
+            pss_kib: self.pss_kib + o.pss_kib,
+        }
+    }
+}
+
+fn field_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Reads `pid`'s memory; None if it is gone.
+pub fn of_pid(pid: u32) -> Option<Mem> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = field_kib(&status, "VmRSS:")?;
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let pss = field_kib(&rollup, "Pss:")?;
+    Some(Mem {
+        rss_kib: rss,
+        pss_kib: pss,
+    })
+}
+
+/// Pids whose command line has an argument equal to `program` (or ending in
+/// `/program`) and, if given, an argument containing `marker`.
+pub fn pids_of(program: &str, marker: Option<&str>) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(Path::new("/proc").join(pid.to_string()).join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_program = args
+            .first()
+            .is_some_and(|a| a == program || a.ends_with(&format!("/{program}")));
+        let marked = marker.is_none_or(|m| args.iter().any(|a| a.contains(m)));
+        if is_program && marked {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let m = of_pid(std::process::id()).unwrap();
+        assert!(
+            m.rss_kib > 0 && m.pss_kib > 0 && m.pss_kib <= m.rss_kib,
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn parses_status_fields() {
+        assert_eq!(
+            field_kib("Name:\tx\nVmRSS:\t   7348 kB\n", "VmRSS:"),
+            Some(7348)
+        );
+        assert_eq!(field_kib("Name:\tx\n", "VmRSS:"), None);
+    }
+
+    #[test]
+    fn finds_processes_by_program_and_marker() {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_str().unwrap();
+        assert!(pids_of(name, None).contains(&std::process::id()));
+        assert!(!pids_of(name, Some("no-such-marker-xyz")).contains(&std::process::id()));
+    }
+}

@@ -1,0 +1,211 @@
+//! Scenarios: named, repeatable pieces of CRI work, each measured per step.
+//! A scenario is added here when the capability it exercises lands.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use berth_cli::client::CriClient;
+use k8s_cri::v1::{StatusRequest, VersionRequest};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use super::stats::Summary;
+use super::target::Target;
+
+/// Every scenario the harness knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// The Version RPC: the floor of a CRI round trip.
+    Version,
+    /// Status (not verbose), as kubelet polls it every few seconds.
+    Status,
+    /// The runtime's memory with no pods: daemon RSS and PSS.
+    IdleMemory,
+}
+
+impl Scenario {
+    pub const ALL: &'static [Scenario] =
+        &[Scenario::Version, Scenario::Status, Scenario::IdleMemory];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Version => "version",
+            Scenario::Status => "status",
+            Scenario::IdleMemory => "idle-memory",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunOpts {
+    pub iterations: usize,
+    pub concurrency: usize,
+}
+
+/// The samples of one step, in `unit` (ms for latencies, MiB for memory).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub step: String,
+    pub unit: &'static str,
+    pub samples: Vec<f64>,
+}
+
+impl StepResult {
+    pub fn summary(&self) -> Option<Summary> {
+        Summary::of(&self.samples)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub scenario: &'static str,
+    pub iterations: usize,
+    pub concurrency: usize,
+    pub steps: Vec<StepResult>,
+}
+
+impl ScenarioResult {
+    /// Adds another run's samples (same scenario) to this one.
+    pub fn merge(&mut self, other: ScenarioResult) {
+        for s in other.steps {
+            match self.steps.iter_mut().find(|t| t.step == s.step) {
+                Some(t) => t.samples.extend(s.samples),
+                None => self.steps.push(s),
+            }
+        }
+        self.iterations += other.iterations;
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Collects (step, duration) samples from concurrent workers.
+#[derive(Debug, Default)]
+struct Recorder {
+    steps: Mutex<Vec<StepResult>>,
+}
+
+impl Recorder {
+    async fn record(&self, step: &str, d: Duration) {
+        let mut steps = self.steps.lock().await;
+        match steps.iter_mut().find(|s| s.step == step) {
+            Some(s) => s.samples.push(ms(d)),
+            None => steps.push(StepResult {
+                step: step.to_owned(),
+                unit: "ms",
+                samples: vec![ms(d)],
+            }),
+        }
+    }
+}
+
+/// Times one call.
+pub async fn timed<T, E: std::fmt::Debug>(
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<(T, Duration), String> {
+    let start = Instant::now();
+    let out = fut.await.map_err(|e| format!("{e:?}"))?;
+    Ok((out, start.elapsed()))
+}
+
+/// Runs `iteration` `opts.iterations` times on `opts.concurrency` workers.
+async fn run_iterations<F, Fut>(
+    client: &CriClient,
+    opts: RunOpts,
+    iteration: F,
+) -> Result<Vec<StepResult>, String>
+where
+    F: Fn(CriClient, usize, Arc<Recorder>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let rec = Arc::new(Recorder::default());
+    let next = Arc::new(AtomicUsize::new(0));
+    let iteration = Arc::new(iteration);
+    let mut workers = Vec::new();
+    for _ in 0..opts.concurrency.max(1) {
+        let (client, rec, next, iteration) =
+            (client.clone(), rec.clone(), next.clone(), iteration.clone());
+        let n = opts.iterations;
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<(), String>(());
+                }
+                iteration(client.clone(), i, rec.clone()).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.map_err(|e| e.to_string())??;
+    }
+    let steps = std::mem::take(&mut *rec.steps.lock().await);
+    Ok(steps)
+}
+
+impl Scenario {
+    /// Runs the scenario once (with its iterations) against `target`.
+    pub async fn run(
+        self,
+        target: &Target,
+        client: &CriClient,
+        opts: RunOpts,
+    ) -> Result<ScenarioResult, String> {
+        // Warm the connection: the first call pays for HTTP/2 setup.
+        client
+            .runtime
+            .clone()
+            .version(VersionRequest::default())
+            .await
+            .map_err(|e| format!("warm-up Version: {e}"))?;
+        let steps = match self {
+            Scenario::Version => {
+                run_iterations(client, opts, |mut c, _, rec| async move {
+                    let (_, d) = timed(c.runtime.version(VersionRequest::default())).await?;
+                    rec.record("Version", d).await;
+                    Ok(())
+                })
+                .await?
+            }
+            Scenario::Status => {
+                run_iterations(client, opts, |mut c, _, rec| async move {
+                    let (_, d) = timed(c.runtime.status(StatusRequest { verbose: false })).await?;
+                    rec.record("Status", d).await;
+                    Ok(())
+                })
+                .await?
+            }
+            Scenario::IdleMemory => {
+                // Let start-up allocations settle before reading.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let m = target
+                    .memory()
+                    .ok_or("memory is only measured for runtimes the harness started")?;
+                let mib = |kib: u64| kib as f64 / 1024.0;
+                vec![
+                    StepResult {
+                        step: "daemon RSS".into(),
+                        unit: "MiB",
+                        samples: vec![mib(m.daemon.rss_kib)],
+                    },
+                    StepResult {
+                        step: "daemon PSS".into(),
+                        unit: "MiB",
+                        samples: vec![mib(m.daemon.pss_kib)],
+                    },
+                ]
+            }
+        };
+        Ok(ScenarioResult {
+            scenario: self.name(),
+            iterations: opts.iterations,
+            concurrency: opts.concurrency,
+            steps,
+        })
+    }
+}
