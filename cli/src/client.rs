@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_api::v1::images_client::ImagesClient;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -18,11 +19,13 @@ pub struct ConnectError {
     pub reason: String,
 }
 
-/// Both CRI services over one connection.
+/// Both CRI services, and berth's own API, over one connection.
 #[derive(Debug, Clone)]
 pub struct CriClient {
     pub runtime: RuntimeServiceClient<Channel>,
     pub image: ImageServiceClient<Channel>,
+    /// berth's own API; other runtimes answer UNIMPLEMENTED.
+    pub berth: ImagesClient<Channel>,
 }
 
 /// Connects to the socket at `socket`, failing after `timeout`.
@@ -57,8 +60,9 @@ pub async fn connect(socket: &Path, timeout: Duration) -> Result<CriClient, Conn
         runtime: RuntimeServiceClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
-        image: ImageServiceClient::new(channel)
+        image: ImageServiceClient::new(channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
+        berth: ImagesClient::new(channel),
     })
 }

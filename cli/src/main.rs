@@ -1,14 +1,14 @@
 //! berth: command-line client for berthd (or any CRI runtime).
 
+mod commands;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
-use berth_cli::client::{self, CriClient};
+use berth_cli::client;
 use berth_cli::endpoint::{self, CRICTL_CONFIG, ENV_ENDPOINT};
-use berth_cli::output::{self, Format};
+use berth_cli::output::Format;
 use clap::{Parser, Subcommand};
-use k8s_cri::v1::{RuntimeConfigRequest, StatusRequest, VersionRequest};
-use serde::Serialize;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,29 +41,48 @@ enum Command {
     Info,
     /// Runtime-wide configuration (cgroup driver).
     RuntimeConfig,
+    /// Pull an image from a registry.
+    Pull {
+        image: String,
+        /// Registry credentials USERNAME:PASSWORD.
+        #[arg(long)]
+        creds: Option<String>,
+        /// Registry credentials as base64(USERNAME:PASSWORD).
+        #[arg(long)]
+        auth: Option<String>,
+    },
+    /// List images.
+    Images {
+        /// Only images matching this reference.
+        image: Option<String>,
+        /// Only image ids.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Show repo digests.
+        #[arg(long)]
+        digests: bool,
+    },
+    /// Image details (JSON), including its config.
+    Inspecti {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove images (by reference, id or id prefix).
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Bytes and inodes the image filesystem uses.
+    Imagefsinfo,
+    /// Image management beyond the CRI.
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
-#[derive(Serialize)]
-struct Version {
-    version: String,
-    runtime_name: String,
-    runtime_version: String,
-    runtime_api_version: String,
-}
-
-#[derive(Serialize)]
-struct Condition {
-    r#type: String,
-    status: bool,
-    reason: String,
-    message: String,
-}
-
-#[derive(Serialize)]
-struct Info {
-    conditions: Vec<Condition>,
-    #[serde(flatten)]
-    info: serde_json::Map<String, serde_json::Value>,
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Import an OCI image layout archive or a `docker save` archive (.tar or .tar.gz).
+    Import { file: std::path::PathBuf },
 }
 
 async fn run(cli: Cli) -> Result<String, String> {
@@ -75,107 +94,33 @@ async fn run(cli: Cli) -> Result<String, String> {
         .map(Duration::from_secs)
         .or(resolved.timeout)
         .unwrap_or(Duration::from_secs(2));
-    let CriClient { mut runtime, .. } = client::connect(&resolved.socket, timeout)
+    let mut c = client::connect(&resolved.socket, timeout)
         .await
         .map_err(|e| format!("{e}; is berthd running?"))?;
     let fmt = cli.output;
+    use commands::{image, runtime};
     match cli.command {
-        Command::Version => {
-            let v = runtime
-                .version(VersionRequest {
-                    version: "v1".into(),
-                })
-                .await
-                .map_err(status_msg)?
-                .into_inner();
-            let v = Version {
-                version: v.version,
-                runtime_name: v.runtime_name,
-                runtime_version: v.runtime_version,
-                runtime_api_version: v.runtime_api_version,
-            };
-            Ok(output::render(fmt, &v, || {
-                format!(
-                    "Version:  {}\nRuntimeName:  {}\nRuntimeVersion:  {}\nRuntimeApiVersion:  {}\n",
-                    v.version, v.runtime_name, v.runtime_version, v.runtime_api_version
-                )
-            }))
+        Command::Version => runtime::version(&mut c, fmt).await,
+        Command::Info => runtime::info(&mut c, fmt).await,
+        Command::RuntimeConfig => runtime::runtime_config(&mut c, fmt).await,
+        Command::Pull {
+            image: name,
+            creds,
+            auth,
+        } => {
+            let auth = image::auth_config(creds.as_deref(), auth.as_deref())?;
+            image::pull(&mut c, &name, auth).await
         }
-        Command::Info => {
-            let s = runtime
-                .status(StatusRequest { verbose: true })
-                .await
-                .map_err(status_msg)?
-                .into_inner();
-            let conditions: Vec<Condition> = s
-                .status
-                .map(|st| st.conditions)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|c| Condition {
-                    r#type: c.r#type,
-                    status: c.status,
-                    reason: c.reason,
-                    message: c.message,
-                })
-                .collect();
-            let mut keys: Vec<_> = s.info.into_iter().collect();
-            keys.sort();
-            let info = keys
-                .into_iter()
-                .map(|(k, v)| {
-                    let parsed = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
-                    (k, parsed)
-                })
-                .collect();
-            let info = Info { conditions, info };
-            Ok(output::render(fmt, &info, || {
-                let rows: Vec<Vec<String>> = info
-                    .conditions
-                    .iter()
-                    .map(|c| {
-                        vec![
-                            c.r#type.clone(),
-                            c.status.to_string(),
-                            c.reason.clone(),
-                            c.message.clone(),
-                        ]
-                    })
-                    .collect();
-                output::table(&["CONDITION", "STATUS", "REASON", "MESSAGE"], &rows)
-            }))
-        }
-        Command::RuntimeConfig => {
-            let c = runtime
-                .runtime_config(RuntimeConfigRequest {})
-                .await
-                .map_err(status_msg)?
-                .into_inner();
-            let driver = c
-                .linux
-                .and_then(|l| k8s_cri::v1::CgroupDriver::try_from(l.cgroup_driver).ok())
-                .map(|d| match d {
-                    k8s_cri::v1::CgroupDriver::Systemd => "systemd",
-                    k8s_cri::v1::CgroupDriver::Cgroupfs => "cgroupfs",
-                })
-                .unwrap_or("unknown");
-            #[derive(Serialize)]
-            struct RuntimeConfig<'a> {
-                cgroup_driver: &'a str,
-            }
-            Ok(output::render(
-                fmt,
-                &RuntimeConfig {
-                    cgroup_driver: driver,
-                },
-                || format!("CgroupDriver:  {driver}\n"),
-            ))
-        }
+        Command::Images {
+            image: filter,
+            quiet,
+            digests,
+        } => image::images(&mut c, filter.as_deref(), quiet, digests, fmt).await,
+        Command::Inspecti { images } => image::inspecti(&mut c, &images, fmt).await,
+        Command::Rmi { images } => image::rmi(&mut c, &images).await,
+        Command::Imagefsinfo => image::imagefsinfo(&mut c, fmt).await,
+        Command::Image(ImageCommand::Import { file }) => image::import(&mut c, &file).await,
     }
-}
-
-fn status_msg(s: tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
 }
 
 fn main() -> ExitCode {

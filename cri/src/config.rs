@@ -21,6 +21,7 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../deploy/config.toml");
 pub struct Config {
     pub daemon: DaemonConfig,
     pub pod: berth_pod::Config,
+    pub image: berth_image::Config,
     pub cni: berth_cni::Config,
 }
 
@@ -187,6 +188,9 @@ impl Config {
         self.cni
             .validate()
             .map_err(|(k, m)| (format!("cni.{k}"), m))?;
+        self.image
+            .validate()
+            .map_err(|(k, m)| (format!("image.{k}"), m))?;
         Ok(())
     }
 }

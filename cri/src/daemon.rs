@@ -39,6 +39,8 @@ pub enum StartupError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("image store: {0}")]
+    Images(#[from] berth_image::ImageError),
     #[error(transparent)]
     Socket(#[from] SocketError),
     #[error("cannot listen: {0}")]
@@ -79,6 +81,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     let store_path = d.root_dir.join("meta.redb");
     let store = tokio::task::block_in_place(|| Store::open(&store_path))?;
     tracing::info!(store = %store_path.display(), schema = berth_store::SCHEMA_VERSION, "metadata store open");
+    let images = tokio::task::block_in_place(|| {
+        berth_image::Images::open(&d.root_dir, config.image.clone(), store.clone())
+    })?;
 
     let bound = socket::bind(&d.socket)?;
     bound
@@ -96,6 +101,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     let socket_path = d.socket.clone();
 
     let shared = Arc::new(Shared {
+        images,
         network: berth_cni::NetworkWatch::new(config.cni.clone()),
         config,
         config_file,
@@ -108,6 +114,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         .layer(in_flight.clone())
         .add_service(service::runtime_server(shared.clone()))
         .add_service(service::image_server(shared.clone()))
+        .add_service(service::berth_api_server(shared.clone()))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

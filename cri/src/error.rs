@@ -23,3 +23,23 @@ pub fn store(e: StoreError) -> Status {
 pub fn join(e: tokio::task::JoinError) -> Status {
     Status::internal(format!("internal task failed: {e}"))
 }
+
+/// Image errors, with the codes kubelet and operators can act on.
+pub fn image(e: berth_image::ImageError) -> Status {
+    use berth_image::ImageError as E;
+    let msg = e.to_string();
+    match e {
+        E::InvalidReference(_) => Status::invalid_argument(msg),
+        E::NotFound(_) => Status::not_found(msg),
+        E::Unauthenticated { .. } => Status::unauthenticated(msg),
+        E::PermissionDenied { .. } => Status::permission_denied(msg),
+        E::Unavailable { .. } => Status::unavailable(msg),
+        E::Unsupported(_) => Status::invalid_argument(msg),
+        E::DigestMismatch { .. } => Status::data_loss(msg),
+        E::BadLayer { .. } => Status::invalid_argument(msg),
+        E::NoSpace { .. } => Status::resource_exhausted(msg),
+        E::Config(_) => Status::failed_precondition(msg),
+        E::Storage(_) => Status::internal(msg),
+        E::Store(s) => store(s),
+    }
+}

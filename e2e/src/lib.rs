@@ -8,6 +8,7 @@ pub mod bench;
 pub mod containerd;
 pub mod daemon;
 pub mod env;
+pub mod fixture;
 
 pub use daemon::{Berthd, BerthdBuilder};
 pub use env::{bin_path, root_or_skip};

@@ -268,10 +268,15 @@ async fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
     assert!(e.message().contains("RunPodSandbox"));
     let e = c
         .image
-        .list_images(ListImagesRequest::default())
+        .pull_image(PullImageRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("image.image is required"),
+        "{}",
+        e.message()
+    );
     let e = c
         .runtime
         .get_container_events(GetEventsRequest::default())

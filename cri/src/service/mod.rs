@@ -1,5 +1,6 @@
 //! The CRI services berthd serves, over the state they share.
 
+mod berth_svc;
 mod image;
 mod runtime;
 mod status;
@@ -27,6 +28,7 @@ pub struct Shared {
     pub config: Config,
     pub config_file: Option<PathBuf>,
     pub store: Store,
+    pub images: berth_image::Images,
     /// The pod network config, reloaded when the CNI conf dir changes.
     pub network: berth_cni::NetworkWatch,
     pub started_at: SystemTime,
@@ -36,6 +38,12 @@ pub fn runtime_server(shared: Arc<Shared>) -> RuntimeServiceServer<RuntimeSvc> {
     RuntimeServiceServer::new(RuntimeSvc::new(shared))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
+}
+
+pub fn berth_api_server(
+    shared: Arc<Shared>,
+) -> berth_api::v1::images_server::ImagesServer<berth_svc::BerthApi> {
+    berth_api::v1::images_server::ImagesServer::new(berth_svc::BerthApi::new(shared))
 }
 
 pub fn image_server(shared: Arc<Shared>) -> ImageServiceServer<ImageSvc> {

@@ -1,0 +1,453 @@
+//! Where to fetch an image from, and with which credentials.
+//!
+//! Registry hosts use containerd's `hosts.toml` directory layout, so
+//! operators' existing mirror configuration works unchanged:
+//!
+//! ```toml
+//! # <registry_config_dir>/docker.io/hosts.toml
+//! server = "https://registry-1.docker.io"   # the upstream (optional)
+//!
+//! [host."http://10.0.0.5:5000"]              # mirrors, tried in this order
+//!   capabilities = ["pull", "resolve"]
+//!   skip_verify = true
+//! ```
+//!
+//! Mirrors are tried in file order, then the upstream (`server`, or the
+//! registry itself). To use only a mirror, set `server` to the mirror.
+//! `<dir>/_default/hosts.toml` applies to registries without a directory.
+//! A registry on a loopback address is reached over plain HTTP without any
+//! configuration, as Docker and containerd allow.
+//!
+//! Credentials come from the PullImage request (kubelet's pull secrets),
+//! else from the auth file in Docker's `config.json` format.
+
+use std::fs;
+use std::net::IpAddr;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+/// One place to fetch from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host[:port]`, as oci-client addresses registries.
+    pub host: String,
+    /// Plain HTTP instead of HTTPS.
+    pub plain_http: bool,
+    /// Accept any TLS certificate.
+    pub skip_verify: bool,
+    /// May resolve tags to digests (`resolve` capability).
+    pub resolve: bool,
+    /// A mirror rather than the registry itself.
+    pub mirror: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("registry config {path}: {message}")]
+pub struct HostsError {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HostsFile {
+    server: Option<String>,
+    #[serde(default)]
+    skip_verify: Option<bool>,
+    #[serde(default)]
+    host: toml::Table,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HostEntry {
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    skip_verify: bool,
+}
+
+/// True for `localhost`, `127.0.0.0/8` and `::1`, with or without a port.
+pub fn is_loopback(host: &str) -> bool {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return ip.is_loopback();
+    }
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Splits `http://host:port/path` into (plain_http, host:port).
+fn parse_url(url: &str) -> Result<(bool, String), String> {
+    let (plain, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("https://") {
+        (false, r)
+    } else {
+        (false, url)
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok((plain, host.to_owned()))
+}
+
+/// The registry's own (upstream) endpoint when no config says otherwise.
+fn default_upstream(registry: &str) -> Endpoint {
+    Endpoint {
+        host: registry.to_owned(),
+        plain_http: is_loopback(registry),
+        skip_verify: false,
+        resolve: true,
+        mirror: false,
+    }
+}
+
+/// Endpoints to try for `registry`, in order.
+pub fn endpoints(config_dir: &Path, registry: &str) -> Result<Vec<Endpoint>, HostsError> {
+    let mut file = config_dir.join(registry).join("hosts.toml");
+    if !file.is_file() {
+        file = config_dir.join("_default").join("hosts.toml");
+        if !file.is_file() {
+            return Ok(vec![default_upstream(registry)]);
+        }
+    }
+    let err = |message: String| HostsError {
+        path: file.display().to_string(),
+        message,
+    };
+    let text = fs::read_to_string(&file).map_err(|e| err(e.to_string()))?;
+    let parsed: HostsFile = toml::from_str(&text).map_err(|e| err(e.message().to_owned()))?;
+    let mut out = Vec::new();
+    for (url, entry) in &parsed.host {
+        let entry: HostEntry = entry
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| err(format!("host {url:?}: {}", e.message())))?;
+        let caps = entry
+            .capabilities
+            .unwrap_or_else(|| vec!["pull".into(), "resolve".into()]);
+        if !caps.iter().any(|c| c == "pull") {
+            continue;
+        }
+        let (plain_http, host) = parse_url(url).map_err(err)?;
+        out.push(Endpoint {
+            host,
+            plain_http,
+            skip_verify: entry.skip_verify,
+            resolve: caps.iter().any(|c| c == "resolve"),
+            mirror: true,
+        });
+    }
+    let upstream = match &parsed.server {
+        Some(server) => {
+            let (plain_http, host) = parse_url(server).map_err(err)?;
+            Endpoint {
+                host,
+                plain_http: plain_http
+                    || (is_loopback(registry) && !server.starts_with("https://")),
+                skip_verify: parsed.skip_verify.unwrap_or(false),
+                resolve: true,
+                mirror: false,
+            }
+        }
+        None => Endpoint {
+            skip_verify: parsed.skip_verify.unwrap_or(false),
+            ..default_upstream(registry)
+        },
+    };
+    // docker.io's API lives elsewhere; oci-client maps the name itself.
+    let upstream = if upstream.host == "registry-1.docker.io" && registry == "docker.io" {
+        Endpoint {
+            host: "docker.io".into(),
+            ..upstream
+        }
+    } else {
+        upstream
+    };
+    if !out.contains(&upstream) {
+        out.push(upstream);
+    }
+    Ok(out)
+}
+
+/// Credentials for one registry. `Debug` never prints secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Basic {
+        username: String,
+        password: String,
+    },
+    /// A registry (bearer) token used as is.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
+            Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+/// The fields of CRI's AuthConfig and of Docker's config.json entries.
+#[derive(Default, Clone, Deserialize)]
+pub struct AuthFields {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub auth: String,
+    #[serde(default, alias = "identitytoken")]
+    pub identity_token: String,
+    #[serde(default, alias = "registrytoken")]
+    pub registry_token: String,
+}
+
+impl std::fmt::Debug for AuthFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuthFields(<redacted>)")
+    }
+}
+
+impl AuthFields {
+    /// None when nothing is set.
+    pub fn credentials(&self) -> Result<Option<Credentials>, String> {
+        if !self.registry_token.is_empty() {
+            return Ok(Some(Credentials::Bearer(self.registry_token.clone())));
+        }
+        if !self.identity_token.is_empty() {
+            // Registries that issue identity tokens accept them as the
+            // password of the token endpoint's basic authentication.
+            let username = if self.username.is_empty() {
+                "<token>".to_owned()
+            } else {
+                self.username.clone()
+            };
+            return Ok(Some(Credentials::Basic {
+                username,
+                password: self.identity_token.clone(),
+            }));
+        }
+        if !self.auth.is_empty() {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(self.auth.trim())
+                .map_err(|_| "auth is not base64".to_owned())?;
+            let text = String::from_utf8(decoded).map_err(|_| "auth is not UTF-8".to_owned())?;
+            let (u, p) = text
+                .split_once(':')
+                .ok_or_else(|| "auth is not base64(username:password)".to_owned())?;
+            return Ok(Some(Credentials::Basic {
+                username: u.to_owned(),
+                password: p.to_owned(),
+            }));
+        }
+        if !self.username.is_empty() {
+            return Ok(Some(Credentials::Basic {
+                username: self.username.clone(),
+                password: self.password.clone(),
+            }));
+        }
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: std::collections::BTreeMap<String, AuthFields>,
+}
+
+/// `https://index.docker.io/v1/` → `docker.io`; `host:port/path` → `host:port`.
+fn auth_key(key: &str) -> String {
+    let host = parse_url(key)
+        .map(|(_, h)| h)
+        .unwrap_or_else(|_| key.to_owned());
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        _ => host,
+    }
+}
+
+/// Credentials for `registry` from the auth file, if it exists and has some.
+pub fn file_credentials(
+    auth_file: &Path,
+    registry: &str,
+) -> Result<Option<Credentials>, HostsError> {
+    let err = |message: String| HostsError {
+        path: auth_file.display().to_string(),
+        message,
+    };
+    let text = match fs::read_to_string(auth_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let cfg: DockerConfig =
+        serde_json::from_str(&text).map_err(|e| err(format!("not a Docker config.json: {e}")))?;
+    for (key, fields) in &cfg.auths {
+        if auth_key(key) == registry {
+            return fields
+                .credentials()
+                .map_err(|m| err(format!("entry {key:?}: {m}")));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "::1",
+        ] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in [
+            "docker.io",
+            "10.0.0.1:5000",
+            "example.com:443",
+            "[fd00::1]:5000",
+        ] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn no_config_means_the_registry_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = endpoints(dir.path(), "docker.io").unwrap();
+        assert_eq!(e, vec![default_upstream("docker.io")]);
+        assert!(!e[0].plain_http);
+        let e = endpoints(dir.path(), "127.0.0.1:5000").unwrap();
+        assert!(e[0].plain_http, "loopback is plain HTTP");
+    }
+
+    #[test]
+    fn mirrors_in_order_then_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("docker.io");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(
+            d.join("hosts.toml"),
+            r#"
+server = "https://registry-1.docker.io"
+[host."http://10.0.0.9:5000"]
+  capabilities = ["pull", "resolve"]
+[host."https://m2.example"]
+  capabilities = ["pull"]
+  skip_verify = true
+[host."https://push-only.example"]
+  capabilities = ["push"]
+"#,
+        )
+        .unwrap();
+        let e = endpoints(dir.path(), "docker.io").unwrap();
+        let hosts: Vec<_> = e.iter().map(|e| e.host.as_str()).collect();
+        assert_eq!(hosts, ["10.0.0.9:5000", "m2.example", "docker.io"]);
+        assert!(e[0].plain_http && e[0].resolve && e[0].mirror);
+        assert!(!e[1].plain_http && !e[1].resolve && e[1].skip_verify);
+        assert!(!e[2].mirror);
+    }
+
+    #[test]
+    fn server_pointing_at_the_mirror_means_no_other_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("_default");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("hosts.toml"), "server = \"http://10.1.1.1:5000\"\n").unwrap();
+        let e = endpoints(dir.path(), "quay.io").unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].host.as_str(), e[0].plain_http),
+            ("10.1.1.1:5000", true)
+        );
+    }
+
+    #[test]
+    fn broken_hosts_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("quay.io");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("hosts.toml"), "server = [").unwrap();
+        let e = endpoints(dir.path(), "quay.io").unwrap_err();
+        assert!(e.to_string().contains("quay.io/hosts.toml"), "{e}");
+    }
+
+    #[test]
+    fn credentials_from_every_field() {
+        let f = |json: &str| -> Option<Credentials> {
+            serde_json::from_str::<AuthFields>(json)
+                .unwrap()
+                .credentials()
+                .unwrap()
+        };
+        assert_eq!(
+            f(r#"{"username":"u","password":"p"}"#),
+            Some(Credentials::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
+        );
+        assert_eq!(
+            f(r#"{"auth":"dTpwOng="}"#),
+            Some(Credentials::Basic {
+                username: "u".into(),
+                password: "p:x".into()
+            })
+        );
+        assert_eq!(
+            f(r#"{"registrytoken":"t"}"#),
+            Some(Credentials::Bearer("t".into()))
+        );
+        assert!(matches!(
+            f(r#"{"identitytoken":"i"}"#),
+            Some(Credentials::Basic { .. })
+        ));
+        assert_eq!(f("{}"), None);
+        let bad: AuthFields = serde_json::from_str(r#"{"auth":"!!"}"#).unwrap();
+        assert!(bad.credentials().is_err());
+        let dbg = format!("{:?}", f(r#"{"username":"u","password":"secret"}"#));
+        assert!(!dbg.contains("secret"), "{dbg}");
+    }
+
+    #[test]
+    fn auth_file_keys_are_normalized() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("auth.json");
+        fs::write(
+            &p,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"},"127.0.0.1:5000":{"username":"a","password":"b"}}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            file_credentials(&p, "docker.io").unwrap(),
+            Some(Credentials::Basic { .. })
+        ));
+        assert!(file_credentials(&p, "127.0.0.1:5000").unwrap().is_some());
+        assert!(file_credentials(&p, "quay.io").unwrap().is_none());
+        assert!(
+            file_credentials(&dir.path().join("none"), "x")
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! The image store: what berthd's ImageService works on.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_store::Store;
+use tokio::sync::RwLock;
+
+use crate::config::Config;
+use crate::content::ContentStore;
+use crate::digest::Digest;
+use crate::error::{ImageError, io_error};
+use crate::locks::KeyedLocks;
+use crate::meta::{IMAGES, ImageRecord, REFS, SNAPSHOTS};
+use crate::reference::ImageRef;
+use crate::snapshot::Snapshots;
+
+/// Images, their content and their snapshots under one root dir.
+#[derive(Debug)]
+pub struct Images {
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) content: Arc<ContentStore>,
+    pub(crate) snapshots: Arc<Snapshots>,
+    pub(crate) locks: KeyedLocks,
+    /// Pulls and imports hold it shared; garbage collection exclusive, so
+    /// a snapshot being pulled is never collected before it is recorded.
+    pub(crate) gc_lock: RwLock<()>,
+    root: PathBuf,
+}
+
+/// Bytes and inodes the image filesystem uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// What a lookup string names.
+enum Lookup {
+    Id(Digest),
+    Ref(String),
+    Prefix(String),
+}
+
+fn classify(s: &str) -> Result<Vec<Lookup>, ImageError> {
+    // Docker's rule: 64 hex characters are an id, never a name.
+    if let Ok(d) = Digest::parse_loose(s) {
+        return Ok(vec![Lookup::Id(d)]);
+    }
+    let mut out = Vec::new();
+    match ImageRef::parse(s) {
+        Ok(r) => out.push(Lookup::Ref(r.to_string())),
+        Err(e) if !s.bytes().all(|b| b.is_ascii_hexdigit()) => return Err(e.into()),
+        Err(_) => {}
+    }
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    if hex.len() >= 4
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        out.push(Lookup::Prefix(hex.to_owned()));
+    }
+    Ok(out)
+}
+
+impl Images {
+    /// Opens the image store under `root` (content/, snapshots/).
+    pub fn open(root: &Path, config: Config, store: Store) -> Result<Images, ImageError> {
+        let content = ContentStore::open(root)?;
+        let snapshots = Snapshots::open(root).map_err(|e| io_error("snapshots", &e))?;
+        crate::remote::install_crypto_provider();
+        Ok(Images {
+            config,
+            store,
+            content: Arc::new(content),
+            snapshots: Arc::new(snapshots),
+            locks: KeyedLocks::default(),
+            gc_lock: RwLock::new(()),
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether the config pins one of the image's references.
+    pub fn is_pinned(&self, rec: &ImageRecord) -> bool {
+        self.config.pinned_images.iter().any(|p| {
+            ImageRef::parse(p).is_ok_and(|r| {
+                let s = r.to_string();
+                rec.repo_tags.contains(&s) || rec.repo_digests.contains(&s)
+            })
+        })
+    }
+
+    /// Finds an image by reference (`busybox`, `name:tag`, `name@digest`),
+    /// id (`sha256:…` or 64 hex) or a unique id prefix.
+    pub fn resolve(&self, s: &str) -> Result<Option<ImageRecord>, ImageError> {
+        for lookup in classify(s)? {
+            let found = match lookup {
+                Lookup::Id(d) => self.store.get(&IMAGES, &d.to_string())?,
+                Lookup::Ref(r) => match self.store.get(&REFS, &r)? {
+                    Some(id) => self.store.get(&IMAGES, &id.to_string())?,
+                    None => None,
+                },
+                Lookup::Prefix(p) => {
+                    let matches: Vec<ImageRecord> = self
+                        .store
+                        .list(&IMAGES)?
+                        .into_iter()
+                        .map(|(_, r)| r)
+                        .filter(|r| r.id.hex().starts_with(&p))
+                        .collect();
+                    if matches.len() > 1 {
+                        return Err(ImageError::NotFound(format!(
+                            "image id prefix {p} is ambiguous ({} images)",
+                            matches.len()
+                        )));
+                    }
+                    matches.into_iter().next()
+                }
+            };
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(self
+            .store
+            .list(&IMAGES)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// The image config blob (JSON).
+    pub fn config_blob(&self, id: &Digest) -> Result<Vec<u8>, ImageError> {
+        Ok(self.content.read(id)?)
+    }
+
+    /// Overlay lower dirs of an image, topmost layer first.
+    pub fn lower_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
+        image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.snapshots.fs(&l.chain_id))
+            .collect()
+    }
+
+    /// Records `rec` under `refs` in one transaction; a tag that named
+    /// another image moves to this one.
+    pub(crate) fn record(
+        &self,
+        mut rec: ImageRecord,
+        refs: &[String],
+    ) -> Result<ImageRecord, ImageError> {
+        let id = rec.id.to_string();
+        self.store.write(|tx| {
+            if let Some(old) = tx.get(&IMAGES, &id)? {
+                for r in old.repo_tags {
+                    if !rec.repo_tags.contains(&r) {
+                        rec.repo_tags.push(r);
+                    }
+                }
+                for r in old.repo_digests {
+                    if !rec.repo_digests.contains(&r) {
+                        rec.repo_digests.push(r);
+                    }
+                }
+            }
+            for r in refs {
+                if let Some(prev) = tx.get(&REFS, r)?
+                    && prev != rec.id
+                    && let Some(mut other) = tx.get(&IMAGES, &prev.to_string())?
+                {
+                    other.repo_tags.retain(|t| t != r);
+                    other.repo_digests.retain(|t| t != r);
+                    tx.put(&IMAGES, &prev.to_string(), &other)?;
+                }
+                tx.put(&REFS, r, &rec.id)?;
+            }
+            rec.repo_tags.sort();
+            rec.repo_digests.sort();
+            tx.put(&IMAGES, &id, &rec)?;
+            Ok::<(), ImageError>(())
+        })?;
+        Ok(rec)
+    }
+
+    /// RemoveImage: by id removes the image; by tag removes that tag (and
+    /// the image when it was the last one); by digest removes that
+    /// reference (and the image when nothing names it any more). Unknown
+    /// images are not an error. Unreferenced content is collected after.
+    pub async fn remove(&self, s: &str) -> Result<bool, ImageError> {
+        let Some(rec) = self.resolve(s)? else {
+            return Ok(false);
+        };
+        let by_ref = match classify(s)?.into_iter().next() {
+            Some(Lookup::Ref(r)) if self.store.get(&REFS, &r)?.is_some() => Some(r),
+            _ => None,
+        };
+        let id = rec.id.to_string();
+        self.store.write(|tx| {
+            let Some(mut cur) = tx.get(&IMAGES, &id)? else {
+                return Ok::<(), ImageError>(());
+            };
+            let delete_all = match &by_ref {
+                None => true,
+                Some(r) => {
+                    tx.delete(&REFS, r)?;
+                    cur.repo_tags.retain(|t| t != r);
+                    cur.repo_digests.retain(|t| t != r);
+                    let was_tag = !r.contains('@');
+                    (was_tag && cur.repo_tags.is_empty())
+                        || (cur.repo_tags.is_empty() && cur.repo_digests.is_empty())
+                }
+            };
+            if delete_all {
+                for r in cur.repo_tags.iter().chain(&cur.repo_digests) {
+                    tx.delete(&REFS, r)?;
+                }
+                tx.delete(&IMAGES, &id)?;
+            } else {
+                tx.put(&IMAGES, &id, &cur)?;
+            }
+            Ok(())
+        })?;
+        self.gc().await?;
+        Ok(true)
+    }
+
+    /// Deletes snapshots and blobs no image uses.
+    pub async fn gc(&self) -> Result<(), ImageError> {
+        let _exclusive = self.gc_lock.write().await;
+        let images = self.list()?;
+        let mut chains = HashSet::new();
+        let mut blobs = HashSet::new();
+        for i in &images {
+            blobs.insert(i.id);
+            blobs.insert(i.manifest);
+            if let Some(ix) = i.index {
+                blobs.insert(ix);
+            }
+            for l in &i.layers {
+                chains.insert(l.chain_id);
+                blobs.insert(l.digest);
+            }
+        }
+        for chain in self.snapshots.list() {
+            if !chains.contains(&chain) {
+                tracing::debug!(chain = %chain, "removing unused snapshot");
+                self.snapshots
+                    .remove(&chain)
+                    .map_err(|e| io_error("removing snapshot", &e))?;
+            }
+        }
+        let stale: Vec<String> = self
+            .store
+            .list(&SNAPSHOTS)?
+            .into_iter()
+            .filter(|(_, s)| !chains.contains(&s.chain_id))
+            .map(|(k, _)| k)
+            .collect();
+        if !stale.is_empty() {
+            self.store.write(|tx| {
+                for k in &stale {
+                    tx.delete(&SNAPSHOTS, k)?;
+                }
+                Ok::<(), ImageError>(())
+            })?;
+        }
+        for blob in self.content.list()? {
+            if !blobs.contains(&blob) {
+                self.content.delete(&blob)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes and inodes of image content: blobs and unpacked snapshots.
+    pub fn usage(&self) -> Result<FsUsage, ImageError> {
+        let (blob_bytes, blob_files) = self.content.usage();
+        let mut u = FsUsage {
+            bytes: blob_bytes,
+            inodes: blob_files,
+        };
+        for (_, s) in self.store.list(&SNAPSHOTS)? {
+            u.bytes += s.bytes;
+            u.inodes += s.inodes;
+        }
+        Ok(u)
+    }
+
+    /// The mount point of the filesystem holding the image store.
+    pub fn mountpoint(&self) -> PathBuf {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let target = self.snapshots.root();
+        info.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(|m| PathBuf::from(m.replace("\\040", " ")))
+            .filter(|m| target.starts_with(m))
+            .max_by_key(|m| m.components().count())
+            .unwrap_or_else(|| self.root.clone())
+    }
+
+    /// Image config labels etc. are read from the config blob on demand.
+    pub fn image_config(&self, id: &Digest) -> Result<crate::manifest::ImageConfig, ImageError> {
+        let bytes = self.config_blob(id)?;
+        crate::manifest::ImageConfig::parse(&bytes).map_err(ImageError::Storage)
+    }
+
+    /// Counts by table, for `Status` verbose output.
+    pub fn summary(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        m.insert("images", self.list().map(|l| l.len()).unwrap_or(0));
+        m.insert("snapshots", self.snapshots.list().len());
+        m
+    }
+}
