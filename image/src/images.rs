@@ -28,6 +28,7 @@ pub struct Images {
     /// Pulls and imports hold it shared; garbage collection exclusive, so
     /// a snapshot being pulled is never collected before it is recorded.
     pub(crate) gc_lock: RwLock<()>,
+    pub(crate) clients: crate::remote::Clients,
     root: PathBuf,
 }
 
@@ -87,6 +88,7 @@ impl Images {
             snapshots: Arc::new(snapshots),
             locks: KeyedLocks::default(),
             gc_lock: RwLock::new(()),
+            clients: Default::default(),
             root: root.to_owned(),
         })
     }

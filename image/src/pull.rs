@@ -59,7 +59,7 @@ impl Images {
                 continue;
             }
             let mirror = ep.mirror;
-            let remote = Remote::new(ep, &r, creds.as_ref());
+            let remote = Remote::new(&self.clients, ep, &r, creds.as_ref());
             match self.pull_from(&remote, &r, progress).await {
                 Ok(rec) => return Ok(rec),
                 // A mirror that cannot serve the image: try the next one.

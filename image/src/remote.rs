@@ -38,22 +38,75 @@ impl std::fmt::Debug for Remote {
     }
 }
 
+/// Registry clients, reused across pulls: building one loads the system's
+/// CA roots (milliseconds), and a reused one keeps its connections and
+/// tokens. Keyed by transport settings and credentials, so a pull never
+/// rides on another pull's login.
+#[derive(Default)]
+pub struct Clients {
+    map: std::sync::Mutex<std::collections::HashMap<(bool, bool, u64), Client>>,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clients")
+    }
+}
+
+/// Bounded: a node talks to a handful of registries with a handful of
+/// credentials.
+const MAX_CLIENTS: usize = 64;
+
+impl Clients {
+    fn get(&self, endpoint: &Endpoint, creds: Option<&Credentials>) -> Client {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{creds:?}").hash(&mut h);
+        if let Some(Credentials::Basic { password, .. }) = creds {
+            password.hash(&mut h);
+        }
+        if let Some(Credentials::Bearer(t)) = creds {
+            t.hash(&mut h);
+        }
+        let key = (endpoint.plain_http, endpoint.skip_verify, h.finish());
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&key) {
+            return c.clone();
+        }
+        if map.len() >= MAX_CLIENTS {
+            map.clear();
+        }
+        let c = new_client(endpoint);
+        map.insert(key, c.clone());
+        c
+    }
+}
+
+fn new_client(endpoint: &Endpoint) -> Client {
+    install_crypto_provider();
+    let config = ClientConfig {
+        protocol: if endpoint.plain_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        accept_invalid_certificates: endpoint.skip_verify,
+        platform_resolver: None,
+        connect_timeout: Some(std::time::Duration::from_secs(10)),
+        read_timeout: Some(std::time::Duration::from_secs(60)),
+        user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
+    };
+    Client::new(config)
+}
+
 impl Remote {
-    pub fn new(endpoint: Endpoint, image: &ImageRef, creds: Option<&Credentials>) -> Remote {
-        install_crypto_provider();
-        let config = ClientConfig {
-            protocol: if endpoint.plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            accept_invalid_certificates: endpoint.skip_verify,
-            platform_resolver: None,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
-        };
+    pub fn new(
+        clients: &Clients,
+        endpoint: Endpoint,
+        image: &ImageRef,
+        creds: Option<&Credentials>,
+    ) -> Remote {
         let auth = match creds {
             None => RegistryAuth::Anonymous,
             Some(Credentials::Basic { username, password }) => {
@@ -62,7 +115,7 @@ impl Remote {
             Some(Credentials::Bearer(t)) => RegistryAuth::Bearer(t.clone()),
         };
         Remote {
-            client: Client::new(config),
+            client: clients.get(&endpoint, creds),
             auth,
             registry: image.registry.clone(),
             endpoint,

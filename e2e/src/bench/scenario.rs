@@ -14,6 +14,38 @@ use tokio::sync::Mutex;
 use super::stats::Summary;
 use super::target::Target;
 
+/// Images the pull scenarios use, in a registry both runtimes reach.
+#[derive(Debug)]
+pub struct Fixtures {
+    pub registry: crate::fixture::Registry,
+    pub busybox: String,
+    /// The large image and its compressed size, if a scenario needs it.
+    pub large: Option<(String, u64)>,
+}
+
+impl Fixtures {
+    /// Starts a registry on 127.0.0.1 and pushes the images needed.
+    pub async fn start(large: bool) -> Fixtures {
+        let registry = crate::fixture::Registry::start(None);
+        let busybox = crate::fixture::busybox();
+        registry.push(&busybox, "bench/busybox", "1").await;
+        let large = if large {
+            let img = tokio::task::spawn_blocking(crate::fixture::large_debian)
+                .await
+                .expect("building the large image");
+            registry.push(&img, "bench/debian", "1").await;
+            Some((registry.reference("bench/debian", "1"), img.layers_size()))
+        } else {
+            None
+        };
+        Fixtures {
+            busybox: registry.reference("bench/busybox", "1"),
+            registry,
+            large,
+        }
+    }
+}
+
 /// Every scenario the harness knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -24,17 +56,42 @@ pub enum Scenario {
     Status,
     /// The runtime's memory with no pods: daemon RSS and PSS.
     IdleMemory,
+    /// PullImage of the small busybox image (3 layers, ~1 MB) when it is
+    /// not present: removed before each iteration (not timed).
+    PullCold,
+    /// PullImage of the busybox image when it is already present.
+    PullWarm,
+    /// PullImage of the ~200 MB, 6-layer Debian image, not present: seconds
+    /// and MB/s (compressed bytes over time).
+    PullLargeCold,
 }
 
 impl Scenario {
-    pub const ALL: &'static [Scenario] =
-        &[Scenario::Version, Scenario::Status, Scenario::IdleMemory];
+    pub const ALL: &'static [Scenario] = &[
+        Scenario::Version,
+        Scenario::Status,
+        Scenario::IdleMemory,
+        Scenario::PullCold,
+        Scenario::PullWarm,
+        Scenario::PullLargeCold,
+    ];
+
+    /// Scenarios that need the image registry fixture.
+    pub fn needs_registry(self) -> bool {
+        matches!(
+            self,
+            Scenario::PullCold | Scenario::PullWarm | Scenario::PullLargeCold
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Version => "version",
             Scenario::Status => "status",
             Scenario::IdleMemory => "idle-memory",
+            Scenario::PullCold => "pull-cold",
+            Scenario::PullWarm => "pull-warm",
+            Scenario::PullLargeCold => "pull-large-cold",
         }
     }
 }
@@ -78,6 +135,33 @@ impl ScenarioResult {
         }
         self.iterations += other.iterations;
     }
+}
+
+async fn pull(c: &mut CriClient, image: &str) -> Result<(), String> {
+    c.image
+        .pull_image(k8s_cri::v1::PullImageRequest {
+            image: Some(k8s_cri::v1::ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("PullImage {image}: {e}"))
+}
+
+async fn remove(c: &mut CriClient, image: &str) -> Result<(), String> {
+    c.image
+        .remove_image(k8s_cri::v1::RemoveImageRequest {
+            image: Some(k8s_cri::v1::ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("RemoveImage {image}: {e}"))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -155,7 +239,10 @@ impl Scenario {
         target: &Target,
         client: &CriClient,
         opts: RunOpts,
+        fixtures: Option<&Fixtures>,
     ) -> Result<ScenarioResult, String> {
+        let fixtures =
+            || fixtures.ok_or_else(|| format!("{} needs the registry fixture", self.name()));
         // Warm the connection: the first call pays for HTTP/2 setup.
         client
             .runtime
@@ -179,6 +266,59 @@ impl Scenario {
                     Ok(())
                 })
                 .await?
+            }
+            Scenario::PullCold | Scenario::PullWarm => {
+                let image = fixtures()?.busybox.clone();
+                let cold = self == Scenario::PullCold;
+                // The same image cannot be removed and pulled concurrently.
+                let opts = RunOpts {
+                    concurrency: 1,
+                    ..opts
+                };
+                if !cold {
+                    pull(&mut client.clone(), &image).await?;
+                }
+                run_iterations(client, opts, move |mut c, _, rec| {
+                    let image = image.clone();
+                    async move {
+                        if cold {
+                            remove(&mut c, &image).await?;
+                        }
+                        let start = Instant::now();
+                        pull(&mut c, &image).await?;
+                        rec.record("PullImage", start.elapsed()).await;
+                        Ok(())
+                    }
+                })
+                .await?
+            }
+            Scenario::PullLargeCold => {
+                let (image, bytes) = fixtures()?.large.clone().ok_or("large image not built")?;
+                let mut c = client.clone();
+                let mut seconds = Vec::new();
+                let mut rates = Vec::new();
+                // Each iteration moves ~100 MB: a few are enough.
+                for _ in 0..opts.iterations.min(5) {
+                    remove(&mut c, &image).await?;
+                    let start = Instant::now();
+                    pull(&mut c, &image).await?;
+                    let t = start.elapsed().as_secs_f64();
+                    seconds.push(t);
+                    rates.push(bytes as f64 / 1e6 / t);
+                }
+                remove(&mut c, &image).await?;
+                vec![
+                    StepResult {
+                        step: "PullImage".into(),
+                        unit: "s",
+                        samples: seconds,
+                    },
+                    StepResult {
+                        step: "throughput".into(),
+                        unit: "MB/s",
+                        samples: rates,
+                    },
+                ]
             }
             Scenario::IdleMemory => {
                 // Let start-up allocations settle before reading.

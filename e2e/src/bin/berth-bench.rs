@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use berth_e2e::bench::report::{self, Machine};
+use berth_e2e::bench::scenario::Fixtures;
 use berth_e2e::bench::{RunOpts, Scenario, ScenarioResult, Target};
 use berth_e2e::containerd::Containerd;
 use berth_e2e::daemon::Berthd;
@@ -100,6 +101,7 @@ async fn run_all(
     target: &Target,
     scenarios: &[Scenario],
     opts: RunOpts,
+    fixtures: Option<&Fixtures>,
 ) -> Result<Vec<ScenarioResult>, String> {
     let client = berth_cli::client::connect(target.socket(), Duration::from_secs(5))
         .await
@@ -108,7 +110,7 @@ async fn run_all(
     for s in scenarios {
         eprintln!("berth-bench: {} on {} ...", s.name(), target.name());
         let r = s
-            .run(target, &client, opts)
+            .run(target, &client, opts, fixtures)
             .await
             .map_err(|e| format!("{} on {}: {e}", s.name(), target.name()))?;
         out.push(r);
@@ -131,6 +133,14 @@ fn write_json<T: Serialize>(path: &Option<PathBuf>, value: &T) -> Result<(), Str
         std::fs::write(p, text).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     Ok(())
+}
+
+/// The registry fixture, if a selected scenario pulls images.
+async fn fixtures_for(list: &[Scenario]) -> Option<Fixtures> {
+    if !list.iter().any(|s| s.needs_registry()) {
+        return None;
+    }
+    Some(Fixtures::start(list.contains(&Scenario::PullLargeCold)).await)
 }
 
 fn scenarios(c: &Common) -> Vec<Scenario> {
@@ -168,7 +178,9 @@ async fn real_main(cli: Cli) -> Result<(), String> {
                 ),
                 None => start(target).await,
             };
-            let results = run_all(&t, &scenarios(&common), opts).await?;
+            let list = scenarios(&common);
+            let fixtures = fixtures_for(&list).await;
+            let results = run_all(&t, &list, opts, fixtures.as_ref()).await?;
             print!("{}", report::table(&results));
             #[derive(Serialize)]
             struct Out<'a> {
@@ -195,13 +207,20 @@ async fn real_main(cli: Cli) -> Result<(), String> {
                 concurrency: common.concurrency,
             };
             let list = scenarios(&common);
+            let fixtures = fixtures_for(&list).await;
             let berth = start(Which::Berth).await;
             let containerd = start(Which::Containerd).await;
             let (mut b, mut c) = (Vec::new(), Vec::new());
             for round in 0..rounds.max(1) {
                 eprintln!("berth-bench: round {}/{rounds}", round + 1);
-                merge(&mut b, run_all(&berth, &list, opts).await?);
-                merge(&mut c, run_all(&containerd, &list, opts).await?);
+                merge(
+                    &mut b,
+                    run_all(&berth, &list, opts, fixtures.as_ref()).await?,
+                );
+                merge(
+                    &mut c,
+                    run_all(&containerd, &list, opts, fixtures.as_ref()).await?,
+                );
             }
             let rows = report::compare(&b, &c);
             let machine = Machine::probe();
