@@ -677,3 +677,103 @@ async fn cli_pull_shows_the_image_and_is_idempotent() {
         );
     }
 }
+
+#[tokio::test]
+async fn mirrors_from_hosts_toml_are_tried_in_order() {
+    if !root_or_skip("mirrors_from_hosts_toml_are_tried_in_order") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let image = fixture::busybox();
+    // The mirror holds the image under the upstream's repository path.
+    reg.push(&image, "library/busybox", "1.36").await;
+    let certs = berth_e2e::env::scratch_dir("certs");
+    // `registry.invalid` never resolves: only the mirrors can serve it.
+    // The first mirror is down (nobody listens), the second works.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    fs::create_dir_all(certs.join("registry.invalid")).unwrap();
+    fs::write(
+        certs.join("registry.invalid/hosts.toml"),
+        format!(
+            "server = \"https://registry.invalid\"\n\n[host.\"http://127.0.0.1:{closed}\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let d = Berthd::builder("imgmirror")
+        .config(
+            "image",
+            "registry_config_dir",
+            &format!("{:?}", certs.to_str().unwrap()),
+        )
+        .start();
+    let mut c = d.client().await;
+    let id = pull(&mut c, "registry.invalid/library/busybox:1.36", None)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}\n{}", d.log()));
+    assert_eq!(id, image.id());
+    let st = status(&mut c, "registry.invalid/library/busybox:1.36")
+        .await
+        .unwrap();
+    // Names stay the upstream's, whichever host served the bytes.
+    assert_eq!(
+        st.repo_tags,
+        vec!["registry.invalid/library/busybox:1.36".to_string()]
+    );
+    assert!(st.repo_digests[0].starts_with("registry.invalid/library/busybox@sha256:"));
+    fs::remove_dir_all(&certs).ok();
+}
+
+#[tokio::test]
+async fn a_full_disk_is_resource_exhausted_and_cleaned_up() {
+    if !root_or_skip("a_full_disk_is_resource_exhausted_and_cleaned_up") {
+        return;
+    }
+    let reg = Registry::start(None);
+    let image = fixture::busybox();
+    reg.push(&image, "big", "v1").await;
+    // A 1.5 MiB filesystem: the store fits, the unpacked image does not.
+    let small = berth_e2e::env::scratch_dir("smallfs");
+    nix::mount::mount(
+        Some("tmpfs"),
+        &small,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1536k"),
+    )
+    .unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let guard = Unmount(small.clone());
+    let root = small.join("root");
+    let mut d = Berthd::builder("imgfull")
+        .config(
+            "daemon",
+            "root_dir",
+            &format!("{:?}", root.to_str().unwrap()),
+        )
+        .start();
+    let mut c = d.client().await;
+    let e = pull(&mut c, &reg.reference("big", "v1"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("No space left"), "{}", e.message());
+    assert_eq!(tree(&root.join("content/ingest")), Vec::<PathBuf>::new());
+    assert_eq!(tree(&root.join("snapshots/.ingest")), Vec::<PathBuf>::new());
+    // The daemon still answers.
+    c.runtime.version(VersionRequest::default()).await.unwrap();
+    drop(c);
+    assert!(d.stop().success());
+    drop(d);
+    drop(guard);
+}
