@@ -8,6 +8,7 @@ mod error;
 pub mod inflight;
 pub mod lock;
 pub mod logging;
+pub mod memory;
 pub mod notify;
 pub mod service;
 pub mod settings;

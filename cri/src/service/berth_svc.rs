@@ -90,6 +90,7 @@ impl ImagesApi for BerthApi {
                     }
                 }
             };
+            crate::memory::release_freed();
             while let Ok(ev) = prx.try_recv() {
                 let _ = out_tx.send(Ok(to_api(ev))).await;
             }
@@ -119,12 +120,9 @@ impl ImagesApi for BerthApi {
                 "path {path:?} must be absolute (berthd reads it)"
             )));
         }
-        let records = self
-            .shared
-            .images
-            .import(Path::new(&path))
-            .await
-            .map_err(error::image)?;
+        let records = self.shared.images.import(Path::new(&path)).await;
+        crate::memory::release_freed();
+        let records = records.map_err(error::image)?;
         Ok(Response::new(api::ImportResponse {
             images: records
                 .into_iter()

@@ -137,14 +137,12 @@ impl ImageService for ImageSvc {
             identity_token: a.identity_token,
             registry_token: a.registry_token,
         });
-        let rec = self
-            .images()
-            .pull(&name, auth.as_ref())
-            .await
-            .map_err(|e| {
-                tracing::warn!(image = %name, error = %e, "pull failed");
-                error::image(e)
-            })?;
+        let result = self.images().pull(&name, auth.as_ref()).await;
+        crate::memory::release_freed();
+        let rec = result.map_err(|e| {
+            tracing::warn!(image = %name, error = %e, "pull failed");
+            error::image(e)
+        })?;
         Ok(Response::new(PullImageResponse {
             image_ref: rec.id.to_string(),
         }))

@@ -10,6 +10,8 @@ use serde::Serialize;
 pub struct Mem {
     pub rss_kib: u64,
     pub pss_kib: u64,
+    /// Anonymous resident memory: the heap and stacks, not file pages.
+    pub anon_kib: u64,
 }
 
 impl std::ops::Add for Mem {
@@ -18,6 +20,7 @@ impl std::ops::Add for Mem {
         Mem {
             rss_kib: self.rss_kib + o.rss_kib,
             pss_kib: self.pss_kib + o.pss_kib,
+            anon_kib: self.anon_kib + o.anon_kib,
         }
     }
 }
@@ -37,6 +40,7 @@ pub fn of_pid(pid: u32) -> Option<Mem> {
     Some(Mem {
         rss_kib: rss,
         pss_kib: pss,
+        anon_kib: field_kib(&status, "RssAnon:").unwrap_or(0),
     })
 }
 

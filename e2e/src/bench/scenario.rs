@@ -338,6 +338,11 @@ impl Scenario {
                         unit: "MiB",
                         samples: vec![mib(m.daemon.pss_kib)],
                     },
+                    StepResult {
+                        step: "daemon anon".into(),
+                        unit: "MiB",
+                        samples: vec![mib(m.daemon.anon_kib)],
+                    },
                 ]
             }
         };
