@@ -137,6 +137,39 @@ impl ScenarioResult {
     }
 }
 
+/// Busy and total jiffies over all CPUs, from /proc/stat.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // idle + iowait
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Waits (up to 10 s) until the machine is idle: work a runtime deferred
+/// (containerd deletes snapshots in the background after RemoveImage) must
+/// not land in the next measurement, of either runtime.
+pub async fn settle() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (b0, t0) = cpu_jiffies();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (b1, t1) = cpu_jiffies();
+        let busy = (b1 - b0) as f64 / (t1 - t0).max(1) as f64;
+        if busy < 0.05 || Instant::now() > deadline {
+            return;
+        }
+    }
+}
+
 async fn pull(c: &mut CriClient, image: &str) -> Result<(), String> {
     c.image
         .pull_image(k8s_cri::v1::PullImageRequest {
@@ -243,6 +276,7 @@ impl Scenario {
     ) -> Result<ScenarioResult, String> {
         let fixtures =
             || fixtures.ok_or_else(|| format!("{} needs the registry fixture", self.name()));
+        settle().await;
         // Warm the connection: the first call pays for HTTP/2 setup.
         client
             .runtime
@@ -283,6 +317,7 @@ impl Scenario {
                     async move {
                         if cold {
                             remove(&mut c, &image).await?;
+                            settle().await;
                         }
                         let start = Instant::now();
                         pull(&mut c, &image).await?;
@@ -300,6 +335,7 @@ impl Scenario {
                 // Each iteration moves ~100 MB: a few are enough.
                 for _ in 0..opts.iterations.min(5) {
                     remove(&mut c, &image).await?;
+                    settle().await;
                     let start = Instant::now();
                     pull(&mut c, &image).await?;
                     let t = start.elapsed().as_secs_f64();
