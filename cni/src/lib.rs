@@ -6,6 +6,8 @@
 //! kubelet expects: the first valid network configuration list in the conf
 //! dir, with every plugin it names present in a bin dir.
 
+pub mod bridge;
+pub mod client;
 mod config;
 mod netconf;
 mod watch;

@@ -1,0 +1,1 @@
+//! CNI client (being written).
