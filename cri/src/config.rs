@@ -191,6 +191,9 @@ impl Config {
         self.image
             .validate()
             .map_err(|(k, m)| (format!("image.{k}"), m))?;
+        self.pod
+            .validate()
+            .map_err(|(k, m)| (format!("pod.{k}"), m))?;
         Ok(())
     }
 }

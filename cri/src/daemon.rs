@@ -41,6 +41,10 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("image store: {0}")]
     Images(#[from] berth_image::ImageError),
+    #[error("cgroups: {0}")]
+    Cgroups(String),
+    #[error("recovering pod sandboxes: {0}")]
+    Recover(#[source] berth_pod::PodError),
     #[error(transparent)]
     Socket(#[from] SocketError),
     #[error("cannot listen: {0}")]
@@ -100,9 +104,22 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     let shutdown_timeout = d.shutdown_timeout;
     let socket_path = d.socket.clone();
 
+    let hierarchy = berth_pod::cgroup::detect(std::path::Path::new("/sys/fs/cgroup"))
+        .map_err(StartupError::Cgroups)?;
+    let pods = berth_pod::Pods::new(
+        config.pod.clone(),
+        store.clone(),
+        berth_pod::cgroup::Cgroups::new(std::path::Path::new("/sys/fs/cgroup"), hierarchy),
+        berth_pod::Dirs {
+            root: d.root_dir.clone(),
+            state: d.state_dir.clone(),
+        },
+        crate::network::CniNetwork::new(config.cni.clone(), d.root_dir.join("cni/results")),
+    );
+    pods.recover().await.map_err(StartupError::Recover)?;
     let shared = Arc::new(Shared {
         images,
-        network: berth_cni::NetworkWatch::new(config.cni.clone()),
+        pods,
         config,
         config_file,
         store,

@@ -43,3 +43,17 @@ pub fn image(e: berth_image::ImageError) -> Status {
         E::Store(s) => store(s),
     }
 }
+
+/// Pod sandbox errors.
+pub fn pod(e: berth_pod::PodError) -> Status {
+    use berth_pod::PodError as E;
+    let msg = e.to_string();
+    match e {
+        E::InvalidArgument(_) => Status::invalid_argument(msg),
+        E::AlreadyExists { .. } => Status::already_exists(msg),
+        E::NotFound(_) => Status::not_found(msg),
+        E::Network(_) => Status::unknown(msg),
+        E::Namespaces(_) | E::Cgroup { .. } | E::Files(_) => Status::internal(msg),
+        E::Store(s) => store(s),
+    }
+}

@@ -9,6 +9,7 @@ pub mod inflight;
 pub mod lock;
 pub mod logging;
 pub mod memory;
+pub mod network;
 pub mod notify;
 pub mod service;
 pub mod settings;

@@ -18,6 +18,8 @@ use crate::env::{mounts_under, scratch_dir};
 const CONFIG_TEMPLATE: &str = include_str!("../assets/containerd.toml.tmpl");
 const CONFLIST_TEMPLATE: &str = include_str!("../assets/bridge.conflist.tmpl");
 const SHIM: &str = "containerd-shim-runc-v2";
+/// Where the benchmark puts containerd's pods (its own, to clean up).
+pub const CGROUP_PARENT: &str = "/berth-bench-containerd";
 
 /// A running private containerd.
 #[derive(Debug)]
@@ -105,7 +107,32 @@ impl Containerd {
             ip_forward_before: fs::read_to_string("/proc/sys/net/ipv4/ip_forward").ok(),
         };
         c.wait_ready().await;
+        c.import_pause();
         c
+    }
+
+    /// containerd 1.6 runs every pod from `sandbox_image`, which cannot be
+    /// pulled offline: import berth's busybox-based pause image under that
+    /// name.
+    fn import_pause(&self) {
+        let archive = self.dir.join("tmp/pause.tar");
+        crate::fixture::write_oci_archive(
+            &crate::fixture::pause(),
+            crate::fixture::PAUSE_NAME,
+            &archive,
+        );
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&archive)
+            .output()
+            .expect("running ctr (package containerd)");
+        assert!(
+            out.status.success(),
+            "ctr images import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     async fn wait_ready(&mut self) {
@@ -218,6 +245,15 @@ impl Containerd {
         if let Some(before) = &self.ip_forward_before {
             let _ = fs::write("/proc/sys/net/ipv4/ip_forward", before);
         }
+        // Pods without a cgroup parent live under /k8s.io; runc removes
+        // their leaves, the parent stays (empty): remove it if empty.
+        if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
+            for h in hierarchies.flatten() {
+                let _ = fs::remove_dir(h.path().join(CGROUP_PARENT.trim_start_matches('/')));
+            }
+        }
+        let _ =
+            fs::remove_dir(Path::new("/sys/fs/cgroup").join(CGROUP_PARENT.trim_start_matches('/')));
         if mounts_under(&self.dir).is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
         }

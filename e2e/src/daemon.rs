@@ -280,15 +280,29 @@ impl Berthd {
             problems.push(format!("mount left behind: {}", m.display()));
             let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }
-        if self.last_exit_clean
-            && let Ok(entries) = fs::read_dir(&self.state_dir)
-        {
-            for e in entries.flatten() {
-                problems.push(format!("left in state dir: {}", e.path().display()));
+        if self.last_exit_clean {
+            // Empty directories are structure; anything else is a leak.
+            for p in files_under(&self.state_dir) {
+                problems.push(format!("left in state dir: {}", p.display()));
             }
         }
         problems
     }
+}
+
+/// Non-directory entries under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => out.extend(files_under(&p)),
+                _ => out.push(p),
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Berthd {

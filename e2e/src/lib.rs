@@ -9,6 +9,7 @@ pub mod containerd;
 pub mod daemon;
 pub mod env;
 pub mod fixture;
+pub mod netns;
 
 pub use daemon::{Berthd, BerthdBuilder};
 pub use env::{bin_path, root_or_skip};

@@ -1,8 +1,17 @@
-//! Pod sandboxes. What is here now: the `[pod]` config section (the cgroup
-//! driver kubelet must agree with) and detection of the node's cgroup
-//! hierarchy. Sandboxes themselves land with the pods issue.
+//! Pod sandboxes: namespaces pinned without an infra container, pod
+//! cgroups for both drivers and both cgroup versions, the pod's hostname,
+//! hosts and resolv.conf files, and the sandbox state machine.
 
 pub mod cgroup;
 mod config;
+pub mod error;
+pub mod files;
+pub mod ns;
+pub mod pods;
+pub mod spec;
+pub mod sysctl;
 
 pub use config::{CgroupDriver, Config};
+pub use error::PodError;
+pub use pods::{Dirs, NetRequest, PodFilter, PodNetwork, Pods};
+pub use spec::*;

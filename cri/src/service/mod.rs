@@ -2,6 +2,7 @@
 
 mod berth_svc;
 mod image;
+mod pod;
 mod runtime;
 mod status;
 
@@ -29,8 +30,7 @@ pub struct Shared {
     pub config_file: Option<PathBuf>,
     pub store: Store,
     pub images: berth_image::Images,
-    /// The pod network config, reloaded when the CNI conf dir changes.
-    pub network: berth_cni::NetworkWatch,
+    pub pods: berth_pod::Pods<crate::network::CniNetwork>,
     pub started_at: SystemTime,
 }
 

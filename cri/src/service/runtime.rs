@@ -10,7 +10,7 @@ use k8s_cri::v1::*;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, not_implemented};
+use super::{Shared, not_implemented, pod};
 use crate::error;
 use crate::settings::NetworkSettings;
 
@@ -103,6 +103,72 @@ impl RuntimeService for RuntimeSvc {
         Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        let r = request.into_inner();
+        let spec = pod::spec_from(r.config, r.runtime_handler)?;
+        // Spawned: if kubelet gives up on the call, the sandbox is still
+        // either fully set up or fully unwound, never left halfway.
+        let shared = self.shared.clone();
+        let id = tokio::spawn(async move { shared.pods.run(spec).await })
+            .await
+            .map_err(error::join)?
+            .map_err(error::pod)?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let shared = self.shared.clone();
+        tokio::spawn(async move { shared.pods.stop(&id).await })
+            .await
+            .map_err(error::join)?
+            .map_err(error::pod)?;
+        Ok(Response::new(StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let shared = self.shared.clone();
+        tokio::spawn(async move { shared.pods.remove(&id).await })
+            .await
+            .map_err(error::join)?
+            .map_err(error::pod)?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        let r = request.into_inner();
+        let rec = self
+            .shared
+            .pods
+            .status(&r.pod_sandbox_id)
+            .map_err(error::pod)?;
+        Ok(Response::new(pod::status(&rec, r.verbose)))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        let filter = pod::filter_from(request.into_inner().filter);
+        let items = self.shared.pods.list(&filter).map_err(error::pod)?;
+        Ok(Response::new(ListPodSandboxResponse {
+            items: items.iter().map(pod::list_item).collect(),
+        }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -113,11 +179,6 @@ impl RuntimeService for RuntimeSvc {
     }
 
     not_implemented! {
-        run_pod_sandbox: RunPodSandboxRequest => RunPodSandboxResponse, "RunPodSandbox";
-        stop_pod_sandbox: StopPodSandboxRequest => StopPodSandboxResponse, "StopPodSandbox";
-        remove_pod_sandbox: RemovePodSandboxRequest => RemovePodSandboxResponse, "RemovePodSandbox";
-        pod_sandbox_status: PodSandboxStatusRequest => PodSandboxStatusResponse, "PodSandboxStatus";
-        list_pod_sandbox: ListPodSandboxRequest => ListPodSandboxResponse, "ListPodSandbox";
         create_container: CreateContainerRequest => CreateContainerResponse, "CreateContainer";
         start_container: StartContainerRequest => StartContainerResponse, "StartContainer";
         stop_container: StopContainerRequest => StopContainerResponse, "StopContainer";

@@ -55,7 +55,7 @@ fn runtime_failure(shared: &Shared) -> Option<(&'static str, String)> {
 }
 
 pub fn status(shared: &Shared, verbose: bool) -> StatusResponse {
-    let network = shared.network.status();
+    let network = shared.pods.network().status();
     let net_failure = (!network.ready()).then(|| (network.reason, network.message.clone()));
     let conditions = vec![
         condition(RUNTIME_READY, runtime_failure(shared)),

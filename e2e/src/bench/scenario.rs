@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_cli::client::CriClient;
 use k8s_cri::v1::{StatusRequest, VersionRequest};
@@ -64,6 +64,9 @@ pub enum Scenario {
     /// PullImage of the ~200 MB, 6-layer Debian image, not present: seconds
     /// and MB/s (compressed bytes over time).
     PullLargeCold,
+    /// RunPodSandbox with network (bridge + host-local + portmap), then
+    /// StopPodSandbox and RemovePodSandbox, each timed.
+    PodLifecycle,
 }
 
 impl Scenario {
@@ -74,6 +77,7 @@ impl Scenario {
         Scenario::PullCold,
         Scenario::PullWarm,
         Scenario::PullLargeCold,
+        Scenario::PodLifecycle,
     ];
 
     /// Scenarios that need the image registry fixture.
@@ -92,6 +96,7 @@ impl Scenario {
             Scenario::PullCold => "pull-cold",
             Scenario::PullWarm => "pull-warm",
             Scenario::PullLargeCold => "pull-large-cold",
+            Scenario::PodLifecycle => "pod-lifecycle",
         }
     }
 }
@@ -134,6 +139,37 @@ impl ScenarioResult {
             }
         }
         self.iterations += other.iterations;
+    }
+}
+
+/// A pod as kubelet would send it for a plain Deployment replica.
+fn bench_pod(name: &str, cgroup_parent: &str) -> k8s_cri::v1::PodSandboxConfig {
+    use k8s_cri::v1::*;
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_owned(),
+            uid: format!("uid-{name}"),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: "bench".into(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["bench.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.to_owned(),
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -355,6 +391,52 @@ impl Scenario {
                         samples: rates,
                     },
                 ]
+            }
+            Scenario::PodLifecycle => {
+                let parent = match target {
+                    Target::Containerd(_) => crate::containerd::CGROUP_PARENT.to_owned(),
+                    _ => String::new(),
+                };
+                let nonce = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                run_iterations(client, opts, move |mut c, i, rec| {
+                    let parent = parent.clone();
+                    async move {
+                        let config = bench_pod(&format!("bench-{nonce}-{i}"), &parent);
+                        let start = Instant::now();
+                        let id = c
+                            .runtime
+                            .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest {
+                                config: Some(config),
+                                runtime_handler: String::new(),
+                            })
+                            .await
+                            .map_err(|e| format!("RunPodSandbox: {e}"))?
+                            .into_inner()
+                            .pod_sandbox_id;
+                        rec.record("RunPodSandbox", start.elapsed()).await;
+                        let start = Instant::now();
+                        c.runtime
+                            .stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest {
+                                pod_sandbox_id: id.clone(),
+                            })
+                            .await
+                            .map_err(|e| format!("StopPodSandbox: {e}"))?;
+                        rec.record("StopPodSandbox", start.elapsed()).await;
+                        let start = Instant::now();
+                        c.runtime
+                            .remove_pod_sandbox(k8s_cri::v1::RemovePodSandboxRequest {
+                                pod_sandbox_id: id,
+                            })
+                            .await
+                            .map_err(|e| format!("RemovePodSandbox: {e}"))?;
+                        rec.record("RemovePodSandbox", start.elapsed()).await;
+                        Ok(())
+                    }
+                })
+                .await?
             }
             Scenario::IdleMemory => {
                 // Let start-up allocations settle before reading.

@@ -9,9 +9,22 @@ use super::memory::{self, Mem};
 use crate::containerd::Containerd;
 use crate::daemon::Berthd;
 
+/// A private berthd with its bench network (its bridge removed on drop).
+#[derive(Debug)]
+pub struct BerthTarget {
+    pub daemon: Berthd,
+    pub bridge: String,
+}
+
+impl Drop for BerthTarget {
+    fn drop(&mut self) {
+        crate::netns::delete_link(&self.bridge);
+    }
+}
+
 #[derive(Debug)]
 pub enum Target {
-    Berth(Berthd),
+    Berth(BerthTarget),
     Containerd(Containerd),
     /// An endpoint started elsewhere; memory is not measured.
     Endpoint(PathBuf),
@@ -36,7 +49,7 @@ impl Target {
 
     pub fn socket(&self) -> &Path {
         match self {
-            Target::Berth(d) => &d.socket,
+            Target::Berth(b) => &b.daemon.socket,
             Target::Containerd(c) => &c.socket,
             Target::Endpoint(p) => p,
         }
@@ -44,7 +57,8 @@ impl Target {
 
     pub fn memory(&self) -> Option<RuntimeMem> {
         match self {
-            Target::Berth(d) => {
+            Target::Berth(b) => {
+                let d = &b.daemon;
                 let daemon = memory::of_pid(d.pid().as_raw() as u32)?;
                 let shim_pids = memory::pids_of("berth-shim", Some(d.state_dir.to_str()?));
                 let shims = shim_pids

@@ -83,15 +83,16 @@ async fn start(which: Which) -> Target {
                 .config("cni", "bin_dirs", "[\"/usr/lib/cni\"]")
                 .prepare();
             let subnet = berth_e2e::containerd::free_subnet(std::process::id() + 75);
+            let bridge = format!("bb{}", std::process::id() % 10_000_000);
             let conflist = berth_e2e::containerd::bridge_conflist(
                 d.dir.to_str().unwrap(),
-                "bb-bench",
+                &bridge,
                 &subnet,
                 "berth-bench",
             );
             std::fs::write(d.cni_conf_dir.join("10-bridge.conflist"), conflist).unwrap();
             d.spawn_and_wait_ready();
-            Target::Berth(d)
+            Target::Berth(berth_e2e::bench::target::BerthTarget { daemon: d, bridge })
         }
         Which::Containerd => Target::Containerd(Containerd::start().await),
     }

@@ -1,0 +1,135 @@
+//! The pod network, as berth-pod sees it, through the CNI client.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use berth_cni::client::{Attachment, Bandwidth, ClientConfig, Cni, Dns, PortMapping, Protocol};
+use berth_pod::{NetRequest, PodNetwork};
+
+#[derive(Debug)]
+pub struct CniNetwork {
+    cni: Cni,
+}
+
+impl CniNetwork {
+    /// `cache_dir` keeps each ADD's result, so DEL works after a restart
+    /// or a config change.
+    pub fn new(config: berth_cni::Config, cache_dir: PathBuf) -> CniNetwork {
+        CniNetwork {
+            cni: Cni::new(ClientConfig::new(&config, cache_dir)),
+        }
+    }
+
+    /// NetworkReady, for `Status`.
+    pub fn status(&self) -> berth_cni::NetworkStatus {
+        self.cni.network_status()
+    }
+}
+
+/// Kubernetes bandwidth quantities ("10M", "1Gi", "500k") in bits/s.
+fn quantity(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn bandwidth(req: &NetRequest<'_>) -> Option<Bandwidth> {
+    let a = &req.spec.annotations;
+    let ingress = a
+        .get("kubernetes.io/ingress-bandwidth")
+        .and_then(|v| quantity(v));
+    let egress = a
+        .get("kubernetes.io/egress-bandwidth")
+        .and_then(|v| quantity(v));
+    if ingress.is_none() && egress.is_none() {
+        return None;
+    }
+    // As containerd does: the rate limits, the burst does not.
+    Some(Bandwidth {
+        ingress_rate: ingress.unwrap_or(0),
+        ingress_burst: ingress.map_or(0, |_| u64::from(u32::MAX)),
+        egress_rate: egress.unwrap_or(0),
+        egress_burst: egress.map_or(0, |_| u64::from(u32::MAX)),
+    })
+}
+
+fn attachment(req: &NetRequest<'_>) -> Attachment {
+    let spec = req.spec;
+    let mut a = Attachment::new(req.id.to_owned(), req.netns.to_owned());
+    a.pod_namespace = spec.metadata.namespace.clone();
+    a.pod_name = spec.metadata.name.clone();
+    a.pod_uid = spec.metadata.uid.clone();
+    a.port_mappings = spec
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port != 0)
+        .map(|p| PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match p.protocol {
+                berth_pod::Protocol::Tcp => Protocol::Tcp,
+                berth_pod::Protocol::Udp => Protocol::Udp,
+                berth_pod::Protocol::Sctp => Protocol::Sctp,
+            },
+            host_ip: p.host_ip.parse().ok(),
+        })
+        .collect();
+    a.dns = spec.dns.as_ref().map(|d| Dns {
+        servers: d.servers.clone(),
+        searches: d.searches.clone(),
+        options: d.options.clone(),
+    });
+    a.bandwidth = bandwidth(req);
+    a.annotations = spec.annotations.clone();
+    a
+}
+
+impl PodNetwork for CniNetwork {
+    async fn setup(&self, req: NetRequest<'_>) -> Result<Vec<IpAddr>, String> {
+        berth_cni::client::set_loopback_up(req.netns)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = self
+            .cni
+            .add(&attachment(&req))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(result.pod_ips())
+    }
+
+    async fn teardown(&self, req: NetRequest<'_>) -> Result<(), String> {
+        self.cni
+            .del(&attachment(&req))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_quantities() {
+        assert_eq!(quantity("10M"), Some(10_000_000));
+        assert_eq!(quantity("1Gi"), Some(1 << 30));
+        assert_eq!(quantity("500k"), Some(500_000));
+        assert_eq!(quantity("7"), Some(7));
+        assert_eq!(quantity("10X"), None);
+        assert_eq!(quantity(""), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! Pod namespaces without an infra container: created by `unshare` on a
+//! dedicated thread (never a tokio worker: namespaces are per thread) and
+//! kept alive by bind-mounting `/proc/thread-self/ns/<kind>` onto a file,
+//! like `ip netns`. The hostname and the pod's sysctls are set from inside,
+//! before the thread ends.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+
+use crate::sysctl::{self, SysctlNs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("creating namespaces ({what}): {source}")]
+    Unshare { what: String, source: nix::Error },
+    #[error("pinning namespace at {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("setting hostname {hostname:?}: {source}")]
+    Hostname {
+        hostname: String,
+        source: nix::Error,
+    },
+    #[error("setting sysctl {name}={value}: {source}")]
+    Sysctl {
+        name: String,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("namespace thread failed")]
+    Thread,
+}
+
+/// Namespaces to create for a pod, and what to set inside them.
+#[derive(Debug, Clone, Default)]
+pub struct NsRequest {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub hostname: Option<String>,
+    pub sysctls: Vec<(String, String)>,
+}
+
+fn pin(kind: &str, path: &Path) -> Result<(), NsError> {
+    let err = |source| NsError::Pin {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    fs::File::create(path).map_err(err)?;
+    let src = format!("/proc/thread-self/ns/{kind}");
+    mount(
+        Some(src.as_str()),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| err(e.into()))
+}
+
+/// Unmounts and removes a pinned namespace file; gone already is fine.
+pub fn unpin(path: &Path) -> Result<(), std::io::Error> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn inside(req: &NsRequest) -> Result<(), NsError> {
+    let mut flags = CloneFlags::empty();
+    let mut what = Vec::new();
+    for (want, flag, name) in [
+        (req.net.is_some(), CloneFlags::CLONE_NEWNET, "net"),
+        (req.ipc.is_some(), CloneFlags::CLONE_NEWIPC, "ipc"),
+        (req.uts.is_some(), CloneFlags::CLONE_NEWUTS, "uts"),
+    ] {
+        if want {
+            flags |= flag;
+            what.push(name);
+        }
+    }
+    if flags.is_empty() {
+        return Ok(());
+    }
+    unshare(flags).map_err(|source| NsError::Unshare {
+        what: what.join(","),
+        source,
+    })?;
+    if let (Some(_), Some(h)) = (&req.uts, &req.hostname) {
+        nix::unistd::sethostname(h).map_err(|source| NsError::Hostname {
+            hostname: h.clone(),
+            source,
+        })?;
+    }
+    for (name, value) in &req.sysctls {
+        // Validated by the caller against the namespaces requested.
+        fs::write(sysctl::proc_path(name), value).map_err(|source| NsError::Sysctl {
+            name: name.clone(),
+            value: value.clone(),
+            source,
+        })?;
+    }
+    for (path, kind) in [(&req.net, "net"), (&req.ipc, "ipc"), (&req.uts, "uts")] {
+        if let Some(p) = path {
+            pin(kind, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates and pins the requested namespaces. On error nothing stays pinned.
+pub fn create(req: &NsRequest) -> Result<(), NsError> {
+    let r = req.clone();
+    let result = std::thread::Builder::new()
+        .name("berth-ns".into())
+        .spawn(move || inside(&r))
+        .map_err(|_| NsError::Thread)?
+        .join()
+        .map_err(|_| NsError::Thread)?;
+    if result.is_err() {
+        for p in [&req.net, &req.ipc, &req.uts].into_iter().flatten() {
+            let _ = unpin(p);
+        }
+    }
+    result
+}
+
+/// Which namespace a sysctl needs, checked against what the pod has.
+pub fn check_sysctl(name: &str, has_net: bool, has_ipc: bool) -> Result<SysctlNs, String> {
+    let ns = sysctl::classify(name)?;
+    let ok = match ns {
+        SysctlNs::Net | SysctlNs::Uts => has_net,
+        SysctlNs::Ipc => has_ipc,
+    };
+    if !ok {
+        return Err(format!(
+            "sysctl {name:?} cannot be set for a pod using the node's {} namespace",
+            if ns == SysctlNs::Ipc {
+                "IPC"
+            } else {
+                "network"
+            }
+        ));
+    }
+    Ok(ns)
+}

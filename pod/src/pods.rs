@@ -1,0 +1,489 @@
+//! The pod sandbox lifecycle: RunPodSandbox sets up cgroup, namespaces,
+//! /dev/shm, network and files in that order and unwinds all of it on any
+//! failure; Stop tears the network and namespaces down (idempotent); Remove
+//! deletes what remains and the record.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use berth_store::{Store, Table};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use tokio::sync::Mutex;
+
+use crate::cgroup::{Cgroups, pod_cgroup_path};
+use crate::config::Config;
+use crate::error::PodError;
+use crate::files;
+use crate::ns::{self, NsRequest};
+use crate::spec::{NsMode, SandboxRecord, SandboxSpec, SandboxState};
+
+pub const PODS: Table<SandboxRecord> = Table::new("pods");
+/// Name reservation key (name, namespace, uid, attempt) → sandbox id.
+pub const POD_NAMES: Table<String> = Table::new("pod_names");
+
+/// What the network plugin needs to attach or detach a pod.
+#[derive(Debug, Clone, Copy)]
+pub struct NetRequest<'a> {
+    pub id: &'a str,
+    pub netns: &'a Path,
+    pub spec: &'a SandboxSpec,
+}
+
+/// The pod network (berth-cri implements it with the CNI client).
+pub trait PodNetwork: Send + Sync + 'static {
+    /// Attaches the pod; returns its IPs (the first is the pod IP).
+    fn setup(
+        &self,
+        req: NetRequest<'_>,
+    ) -> impl Future<Output = Result<Vec<IpAddr>, String>> + Send;
+    /// Detaches the pod; must succeed when it was never attached.
+    fn teardown(&self, req: NetRequest<'_>) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Filter for [`Pods::list`].
+#[derive(Debug, Clone, Default)]
+pub struct PodFilter {
+    pub id: Option<String>,
+    pub state: Option<SandboxState>,
+    pub labels: HashMap<String, String>,
+}
+
+/// Where a pod's things live.
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    /// Persistent: `<root>/pods/<id>/` (hostname, hosts, resolv.conf, shm).
+    pub root: PathBuf,
+    /// Runtime: `<state>/netns/<id>`, `<state>/pods/<id>/{ipc,uts}`.
+    pub state: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Pods<N> {
+    config: Config,
+    store: Store,
+    cgroups: Cgroups,
+    dirs: Dirs,
+    network: N,
+    /// The node's resolv.conf, for pods without DNS config.
+    host_resolv: PathBuf,
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 32];
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if filled.is_err() {
+        // No /dev/urandom: still unique enough for ids (not secrets).
+        let t = now_ns().to_le_bytes();
+        b[..8].copy_from_slice(&t);
+        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl<N: PodNetwork> Pods<N> {
+    pub fn new(config: Config, store: Store, cgroups: Cgroups, dirs: Dirs, network: N) -> Self {
+        Pods {
+            config,
+            store,
+            cgroups,
+            dirs,
+            network,
+            host_resolv: PathBuf::from("/etc/resolv.conf"),
+            locks: Default::default(),
+        }
+    }
+
+    pub fn network(&self) -> &N {
+        &self.network
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            m.remove(id);
+        }
+    }
+
+    fn validate(&self, spec: &SandboxSpec) -> Result<(), PodError> {
+        let bad = |m: String| Err(PodError::InvalidArgument(m));
+        let m = &spec.metadata;
+        if m.name.is_empty() || m.uid.is_empty() || m.namespace.is_empty() {
+            return bad("metadata.name, metadata.uid and metadata.namespace are required".into());
+        }
+        if !spec.hostname.is_empty() {
+            files::validate_hostname(&spec.hostname).map_err(PodError::InvalidArgument)?;
+        }
+        if let Some(d) = &spec.dns {
+            files::validate_dns(d).map_err(PodError::InvalidArgument)?;
+        }
+        let ns = spec.namespaces;
+        // A pod-wide PID namespace (pid = POD) has no process until a
+        // container starts; it is created with the pod's first container.
+        for name in spec.sysctls.keys() {
+            ns::check_sysctl(name, ns.network != NsMode::Node, ns.ipc != NsMode::Node)
+                .map_err(PodError::InvalidArgument)?;
+        }
+        if !spec.runtime_handler.is_empty() && spec.runtime_handler != "berth" {
+            return bad(format!(
+                "unknown runtime handler {:?}",
+                spec.runtime_handler
+            ));
+        }
+        for p in &spec.port_mappings {
+            if p.container_port == 0 {
+                return bad("port mapping with container_port 0".into());
+            }
+        }
+        pod_cgroup_path(
+            self.config.cgroup_driver,
+            &spec.cgroup_parent,
+            self.config.default_parent(),
+            "x",
+        )
+        .map_err(PodError::InvalidArgument)?;
+        Ok(())
+    }
+
+    fn record_for(&self, id: &str, spec: SandboxSpec) -> Result<SandboxRecord, PodError> {
+        let ns = spec.namespaces;
+        let own_net = ns.network != NsMode::Node;
+        let state_pod = self.dirs.state.join("pods").join(id);
+        let files_dir = self.dirs.root.join("pods").join(id);
+        let cgroup = pod_cgroup_path(
+            self.config.cgroup_driver,
+            &spec.cgroup_parent,
+            self.config.default_parent(),
+            id,
+        )
+        .map_err(PodError::InvalidArgument)?;
+        Ok(SandboxRecord {
+            id: id.to_owned(),
+            state: SandboxState::Creating,
+            created_at: now_ns(),
+            netns: own_net.then(|| self.dirs.state.join("netns").join(id)),
+            ipcns: (ns.ipc != NsMode::Node).then(|| state_pod.join("ipc")),
+            // The UTS namespace follows the network one, as in Kubernetes.
+            utsns: own_net.then(|| state_pod.join("uts")),
+            cgroup,
+            ips: Vec::new(),
+            shm: (ns.ipc != NsMode::Node).then(|| files_dir.join("shm")),
+            files_dir,
+            spec,
+        })
+    }
+
+    /// RunPodSandbox. Returns the new sandbox id.
+    pub async fn run(&self, spec: SandboxSpec) -> Result<String, PodError> {
+        self.validate(&spec)?;
+        let id = new_id();
+        let key = spec.metadata.reservation_key();
+        let mut rec = self.record_for(&id, spec)?;
+        self.store.write(|tx| {
+            if let Some(existing) = tx.get(&POD_NAMES, &key)? {
+                return Err(PodError::AlreadyExists {
+                    name: key.clone(),
+                    id: existing,
+                });
+            }
+            tx.put(&POD_NAMES, &key, &id)?;
+            tx.put(&PODS, &id, &rec)?;
+            Ok(())
+        })?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        match self.setup(&mut rec).await {
+            Ok(()) => {
+                rec.state = SandboxState::Ready;
+                self.store.put(&PODS, &id, &rec)?;
+                tracing::info!(pod_id = %id, pod = %rec.spec.metadata.name, namespace = %rec.spec.metadata.namespace, ips = ?rec.ips, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(pod_id = %id, error = %e, "pod sandbox setup failed; unwinding");
+                self.teardown_all(&rec).await;
+                self.store.write(|tx| {
+                    tx.delete(&PODS, &id)?;
+                    tx.delete(&POD_NAMES, &key)?;
+                    Ok::<(), PodError>(())
+                })?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn setup(&self, rec: &mut SandboxRecord) -> Result<(), PodError> {
+        let cg = rec.cgroup.clone();
+        self.cgroups
+            .create(&cg)
+            .map_err(|source| PodError::Cgroup {
+                path: cg.clone(),
+                source,
+            })?;
+        let hostname = if rec.spec.hostname.is_empty() {
+            rec.spec.metadata.name.chars().take(63).collect()
+        } else {
+            rec.spec.hostname.clone()
+        };
+        let req = NsRequest {
+            net: rec.netns.clone(),
+            ipc: rec.ipcns.clone(),
+            uts: rec.utsns.clone(),
+            hostname: rec.utsns.as_ref().map(|_| hostname.clone()),
+            sysctls: rec
+                .spec
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        tokio::task::spawn_blocking(move || ns::create(&req))
+            .await
+            .map_err(|_| PodError::Namespaces(ns::NsError::Thread))??;
+        std::fs::create_dir_all(&rec.files_dir).map_err(PodError::Files)?;
+        if let Some(shm) = &rec.shm {
+            std::fs::create_dir_all(shm).map_err(PodError::Files)?;
+            let opts = format!("mode=1777,size={}m", self.config.shm_size_mib);
+            mount(
+                Some("shm"),
+                shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some(opts.as_str()),
+            )
+            .map_err(|e| PodError::Files(e.into()))?;
+        }
+        if let Some(netns) = rec.netns.clone() {
+            let ips = self
+                .network
+                .setup(NetRequest {
+                    id: &rec.id,
+                    netns: &netns,
+                    spec: &rec.spec,
+                })
+                .await
+                .map_err(PodError::Network)?;
+            rec.ips = ips;
+        }
+        let host_resolv = std::fs::read_to_string(&self.host_resolv).unwrap_or_default();
+        let write = |name: &str, text: String| {
+            std::fs::write(rec.files_dir.join(name), text).map_err(PodError::Files)
+        };
+        write("hostname", format!("{hostname}\n"))?;
+        write("hosts", files::hosts(&hostname, &rec.ips))?;
+        write(
+            "resolv.conf",
+            files::resolv_conf(rec.spec.dns.as_ref(), &host_resolv),
+        )?;
+        Ok(())
+    }
+
+    /// Network and namespaces: what StopPodSandbox releases.
+    async fn stop_parts(&self, rec: &SandboxRecord) -> Result<(), PodError> {
+        if let Some(netns) = &rec.netns {
+            self.network
+                .teardown(NetRequest {
+                    id: &rec.id,
+                    netns,
+                    spec: &rec.spec,
+                })
+                .await
+                .map_err(PodError::Network)?;
+        }
+        for p in [&rec.netns, &rec.ipcns, &rec.utsns].into_iter().flatten() {
+            ns::unpin(p).map_err(|e| {
+                PodError::Namespaces(ns::NsError::Pin {
+                    path: p.clone(),
+                    source: e,
+                })
+            })?;
+        }
+        let state_pod = self.dirs.state.join("pods").join(&rec.id);
+        let _ = std::fs::remove_dir(&state_pod);
+        Ok(())
+    }
+
+    /// Everything else: what RemovePodSandbox deletes.
+    fn remove_parts(&self, rec: &SandboxRecord) -> Result<(), PodError> {
+        if let Some(shm) = &rec.shm {
+            match umount2(shm, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+                Err(e) => return Err(PodError::Files(e.into())),
+            }
+        }
+        match std::fs::remove_dir_all(&rec.files_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(PodError::Files(e)),
+            _ => {}
+        }
+        self.cgroups
+            .remove(&rec.cgroup)
+            .map_err(|source| PodError::Cgroup {
+                path: rec.cgroup.clone(),
+                source,
+            })
+    }
+
+    /// Best effort, for unwinding: every step runs even if one fails.
+    async fn teardown_all(&self, rec: &SandboxRecord) {
+        if let Err(e) = self.stop_parts(rec).await {
+            tracing::warn!(pod_id = %rec.id, error = %e, "unwinding: stopping");
+            // Namespaces must go even if the network teardown failed.
+            for p in [&rec.netns, &rec.ipcns, &rec.utsns].into_iter().flatten() {
+                let _ = ns::unpin(p);
+            }
+        }
+        if let Err(e) = self.remove_parts(rec) {
+            tracing::warn!(pod_id = %rec.id, error = %e, "unwinding: removing");
+        }
+    }
+
+    /// StopPodSandbox: idempotent; an unknown id is fine.
+    pub async fn stop(&self, id: &str) -> Result<(), PodError> {
+        let Some(full) = self.resolve_id(id)? else {
+            return Ok(());
+        };
+        let lock = self.lock_for(&full);
+        let _g = lock.lock().await;
+        let Some(mut rec) = self.store.get(&PODS, &full)? else {
+            return Ok(());
+        };
+        // NotReady is recorded only after a complete stop: nothing to redo.
+        if rec.state == SandboxState::NotReady {
+            return Ok(());
+        }
+        self.stop_parts(&rec).await?;
+        rec.state = SandboxState::NotReady;
+        self.store.put(&PODS, &full, &rec)?;
+        tracing::info!(pod_id = %full, "pod sandbox stopped");
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops first; an unknown id is fine.
+    pub async fn remove(&self, id: &str) -> Result<(), PodError> {
+        let Some(full) = self.resolve_id(id)? else {
+            return Ok(());
+        };
+        self.stop(&full).await?;
+        let lock = self.lock_for(&full);
+        let guard = lock.lock().await;
+        let Some(rec) = self.store.get(&PODS, &full)? else {
+            return Ok(());
+        };
+        self.remove_parts(&rec)?;
+        let key = rec.spec.metadata.reservation_key();
+        self.store.write(|tx| {
+            tx.delete(&PODS, &full)?;
+            if tx.get(&POD_NAMES, &key)?.as_deref() == Some(full.as_str()) {
+                tx.delete(&POD_NAMES, &key)?;
+            }
+            Ok::<(), PodError>(())
+        })?;
+        drop(guard);
+        self.forget_lock(&full);
+        tracing::info!(pod_id = %full, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// A full id from a full id or a unique prefix.
+    pub fn resolve_id(&self, id: &str) -> Result<Option<String>, PodError> {
+        if id.is_empty() {
+            return Err(PodError::InvalidArgument(
+                "pod_sandbox_id is required".into(),
+            ));
+        }
+        if self.store.get(&PODS, id)?.is_some() {
+            return Ok(Some(id.to_owned()));
+        }
+        let matches: Vec<String> = self
+            .store
+            .list(&PODS)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(id))
+            .collect();
+        match matches.len() {
+            0 => Ok(None),
+            1 => Ok(matches.into_iter().next()),
+            n => Err(PodError::InvalidArgument(format!(
+                "pod sandbox id prefix {id:?} matches {n} sandboxes"
+            ))),
+        }
+    }
+
+    pub fn status(&self, id: &str) -> Result<SandboxRecord, PodError> {
+        let full = self
+            .resolve_id(id)?
+            .ok_or_else(|| PodError::NotFound(id.to_owned()))?;
+        self.store
+            .get(&PODS, &full)?
+            .ok_or_else(|| PodError::NotFound(id.to_owned()))
+    }
+
+    pub fn list(&self, filter: &PodFilter) -> Result<Vec<SandboxRecord>, PodError> {
+        Ok(self
+            .store
+            .list(&PODS)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.state != SandboxState::Creating)
+            .filter(|r| {
+                filter
+                    .id
+                    .as_ref()
+                    .is_none_or(|id| r.id.starts_with(id.as_str()))
+            })
+            .filter(|r| filter.state.is_none_or(|s| r.state == s))
+            .filter(|r| {
+                filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| r.spec.labels.get(k) == Some(v))
+            })
+            .collect())
+    }
+
+    /// At daemon start: finishes what a crash interrupted. Sandboxes caught
+    /// while being created are unwound and forgotten; ready ones whose
+    /// namespaces vanished (a reboot empties the state dir) become NotReady.
+    pub async fn recover(&self) -> Result<(), PodError> {
+        for (id, mut rec) in self.store.list(&PODS)? {
+            match rec.state {
+                SandboxState::Creating => {
+                    tracing::warn!(pod_id = %id, "unwinding a sandbox interrupted while being created");
+                    self.teardown_all(&rec).await;
+                    let key = rec.spec.metadata.reservation_key();
+                    self.store.write(|tx| {
+                        tx.delete(&PODS, &id)?;
+                        tx.delete(&POD_NAMES, &key)?;
+                        Ok::<(), PodError>(())
+                    })?;
+                }
+                SandboxState::Ready if rec.netns.as_ref().is_some_and(|p| !p.exists()) => {
+                    tracing::warn!(pod_id = %id, "network namespace gone (reboot?); sandbox not ready");
+                    let _ = self.stop_parts(&rec).await;
+                    rec.state = SandboxState::NotReady;
+                    self.store.put(&PODS, &id, &rec)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
