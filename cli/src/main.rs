@@ -74,6 +74,34 @@ enum Command {
     },
     /// Bytes and inodes the image filesystem uses.
     Imagefsinfo,
+    /// Run a pod sandbox from a crictl-style config (JSON or YAML); prints its id.
+    Runp {
+        config: std::path::PathBuf,
+        /// Runtime handler (RuntimeClass).
+        #[arg(long, default_value = "")]
+        runtime: String,
+    },
+    /// Stop pod sandboxes (network down; idempotent).
+    Stopp {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// Remove pod sandboxes (stopping them first).
+    Rmp {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
+    /// List pod sandboxes.
+    Pods {
+        /// Only ids.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Pod sandbox details (JSON).
+    Inspectp {
+        #[arg(required = true)]
+        pods: Vec<String>,
+    },
     /// Image management beyond the CRI.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -98,7 +126,7 @@ async fn run(cli: Cli) -> Result<String, String> {
         .await
         .map_err(|e| format!("{e}; is berthd running?"))?;
     let fmt = cli.output;
-    use commands::{image, runtime};
+    use commands::{image, pod, runtime};
     match cli.command {
         Command::Version => runtime::version(&mut c, fmt).await,
         Command::Info => runtime::info(&mut c, fmt).await,
@@ -120,6 +148,11 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Rmi { images } => image::rmi(&mut c, &images).await,
         Command::Imagefsinfo => image::imagefsinfo(&mut c, fmt).await,
         Command::Image(ImageCommand::Import { file }) => image::import(&mut c, &file).await,
+        Command::Runp { config, runtime } => pod::runp(&mut c, &config, &runtime).await,
+        Command::Stopp { pods } => pod::stopp(&mut c, &pods).await,
+        Command::Rmp { pods } => pod::rmp(&mut c, &pods).await,
+        Command::Pods { quiet } => pod::pods(&mut c, quiet, fmt).await,
+        Command::Inspectp { pods } => pod::inspectp(&mut c, &pods, fmt).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `berth` subcommands, one module per area.
 
 pub mod image;
+pub mod pod;
 pub mod runtime;
 
 /// A gRPC error as one line.
