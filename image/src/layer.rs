@@ -64,6 +64,10 @@ struct Tee<'a, R> {
     sink: Option<Ingest>,
     hasher: Sha256,
     read: u64,
+    /// Why writing the blob failed. The failure reaches the unpacker as a
+    /// read error, which it would report as a corrupt stream; this keeps the
+    /// real cause (a full disk, typically) for the caller.
+    sink_failed: Option<io::Error>,
 }
 
 impl<R: Read> Read for Tee<'_, R> {
@@ -72,7 +76,16 @@ impl<R: Read> Read for Tee<'_, R> {
         self.hasher.update(&buf[..n]);
         self.read += n as u64;
         if let Some(s) = &mut self.sink {
-            s.write_all(&buf[..n])?;
+            if let Err(e) = s.write_all(&buf[..n]) {
+                let kept = match e.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(e.kind(), e.to_string()),
+                };
+                self.sink_failed = Some(kept);
+                // Drops the partial blob now: frees the space it held.
+                self.sink = None;
+                return Err(e);
+            }
         }
         Ok(n)
     }
@@ -131,6 +144,7 @@ pub fn apply<R: Read>(job: &LayerJob, input: &mut R) -> Result<SnapshotRecord, I
         sink: ingest,
         hasher: Sha256::new(),
         read: 0,
+        sink_failed: None,
     };
     let (unpacked, diff_id) = {
         let decoded = decompressor(job.compression, &mut tee).map_err(|e| io_error(&what, &e))?;
@@ -151,6 +165,9 @@ pub fn apply<R: Read>(job: &LayerJob, input: &mut R) -> Result<SnapshotRecord, I
     // covers the whole stream, also after a failed unpack: a corrupt
     // download must be reported as such, not as a broken layer.
     let drained = io::copy(&mut tee, &mut io::sink());
+    if let Some(e) = tee.sink_failed.take() {
+        return Err(io_error(&format!("{what}: store blob"), &e));
+    }
     let blob_digest = Digest::from_hasher(std::mem::take(&mut tee.hasher));
     let blob_ok = drained.is_ok() && blob_digest == l.digest && tee.read == l.size;
     if !blob_ok && drained.is_ok() {
