@@ -75,17 +75,17 @@ impl<R: Read> Read for Tee<'_, R> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.read += n as u64;
-        if let Some(s) = &mut self.sink {
-            if let Err(e) = s.write_all(&buf[..n]) {
-                let kept = match e.raw_os_error() {
-                    Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(e.kind(), e.to_string()),
-                };
-                self.sink_failed = Some(kept);
-                // Drops the partial blob now: frees the space it held.
-                self.sink = None;
-                return Err(e);
-            }
+        if let Some(s) = &mut self.sink
+            && let Err(e) = s.write_all(&buf[..n])
+        {
+            let kept = match e.raw_os_error() {
+                Some(code) => io::Error::from_raw_os_error(code),
+                None => io::Error::new(e.kind(), e.to_string()),
+            };
+            self.sink_failed = Some(kept);
+            // Drops the partial blob now: frees the space it held.
+            self.sink = None;
+            return Err(e);
         }
         Ok(n)
     }
