@@ -1,0 +1,1 @@
+//! CRI ContainerConfig → OCI runtime spec. Being built (containers issue).
