@@ -1,5 +1,8 @@
-//! berth-shim: being built (containers issue). Exits 1 until then.
+//! berth-shim: the per-pod monitor. See `proto` for how berthd starts and
+//! talks to it.
+
+mod shim;
+
 fn main() {
-    eprintln!("berth-shim: not built yet");
-    std::process::exit(1);
+    std::process::exit(shim::main(std::env::args_os().skip(1)));
 }
