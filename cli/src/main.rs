@@ -2,6 +2,8 @@
 
 mod commands;
 
+use commands::Outcome;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ struct Cli {
     /// crictl-style config file read for runtime-endpoint and timeout.
     #[arg(long, global = true, value_name = "PATH", default_value = CRICTL_CONFIG)]
     config: std::path::PathBuf,
-    /// Seconds to wait for the connection [default: crictl config timeout, else 2].
+    /// Seconds to wait for the connection [default: crictl config timeout, else 2]; for stop and exec-sync, their own timeout.
     #[arg(long, short = 't', global = true, value_name = "SECONDS")]
     timeout: Option<u64>,
     /// Output format for data.
@@ -102,6 +104,95 @@ enum Command {
         #[arg(required = true)]
         pods: Vec<String>,
     },
+    /// Create a container in a pod from a crictl-style config (JSON or YAML); prints its id.
+    Create {
+        /// The pod sandbox (from `runp`).
+        pod: String,
+        /// Container config.
+        config: std::path::PathBuf,
+        /// The pod's config, as given to `runp` (the CRI wants it again).
+        pod_config: std::path::PathBuf,
+    },
+    /// Start created containers.
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: SIGTERM (or the image's stop signal), SIGKILL after the timeout.
+    Stop {
+        /// Seconds to wait before killing (here not the connection timeout).
+        #[arg(long, short, default_value_t = 10)]
+        timeout: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers (running ones are stopped first).
+    Rm {
+        /// Accepted for crictl compatibility: running containers are removed anyway.
+        #[arg(long, short)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers (running ones unless --all or --state).
+    Ps {
+        /// Containers in any state.
+        #[arg(long, short)]
+        all: bool,
+        /// Only ids.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Only containers of this pod sandbox.
+        #[arg(long, short, value_name = "POD-ID")]
+        pod: Option<String>,
+        /// Only containers in this state.
+        #[arg(long, value_enum, ignore_case = true)]
+        state: Option<commands::container::State>,
+        /// Only containers with this label (repeatable; all must match).
+        #[arg(long, short, value_name = "KEY=VALUE", value_parser = commands::container::parse_label)]
+        label: Vec<(String, String)>,
+    },
+    /// Container details (JSON): the CRI status and the runtime's info.
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Print a container's logs (its CRI log file; stderr lines to stderr).
+    Logs {
+        container: String,
+        /// Keep printing new lines until the container stops.
+        #[arg(long, short)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Only lines since a time (RFC 3339) or for a duration (10s, 5m, 1h).
+        #[arg(long, value_name = "DURATION|TIME")]
+        since: Option<String>,
+        /// Prefix each line with its timestamp.
+        #[arg(long)]
+        timestamps: bool,
+    },
+    /// Run a command in a running container and wait; exits with its exit code.
+    ExecSync {
+        /// Seconds before the command is killed, 0 for no limit (here not the connection timeout).
+        #[arg(long, short, default_value_t = 0)]
+        timeout: u64,
+        container: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Run a pod sandbox and a container in it (runp, create, start); prints the container id.
+    Run {
+        /// Container config.
+        config: std::path::PathBuf,
+        /// Pod config.
+        pod_config: std::path::PathBuf,
+        /// Runtime handler (RuntimeClass).
+        #[arg(long, default_value = "")]
+        runtime: String,
+    },
     /// Image management beyond the CRI.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -113,12 +204,11 @@ enum ImageCommand {
     Import { file: std::path::PathBuf },
 }
 
-async fn run(cli: Cli) -> Result<String, String> {
+async fn run(cli: Cli) -> Result<Outcome, String> {
     let env = std::env::var(ENV_ENDPOINT).ok();
     let resolved = endpoint::resolve(cli.runtime_endpoint.as_deref(), env.as_deref(), &cli.config)
         .map_err(|e| e.to_string())?;
-    let timeout = cli
-        .timeout
+    let timeout = connect_timeout(&cli)
         .map(Duration::from_secs)
         .or(resolved.timeout)
         .unwrap_or(Duration::from_secs(2));
@@ -126,8 +216,8 @@ async fn run(cli: Cli) -> Result<String, String> {
         .await
         .map_err(|e| format!("{e}; is berthd running?"))?;
     let fmt = cli.output;
-    use commands::{image, pod, runtime};
-    match cli.command {
+    use commands::{container, image, pod, runtime};
+    let out = match cli.command {
         Command::Version => runtime::version(&mut c, fmt).await,
         Command::Info => runtime::info(&mut c, fmt).await,
         Command::RuntimeConfig => runtime::runtime_config(&mut c, fmt).await,
@@ -153,7 +243,78 @@ async fn run(cli: Cli) -> Result<String, String> {
         Command::Rmp { pods } => pod::rmp(&mut c, &pods).await,
         Command::Pods { quiet } => pod::pods(&mut c, quiet, fmt).await,
         Command::Inspectp { pods } => pod::inspectp(&mut c, &pods, fmt).await,
+        Command::Create {
+            pod,
+            config,
+            pod_config,
+        } => container::create(&mut c, &pod, &config, &pod_config).await,
+        Command::Start { containers } => container::start(&mut c, &containers).await,
+        Command::Stop {
+            timeout,
+            containers,
+        } => container::stop(&mut c, &containers, secs(timeout)).await,
+        Command::Rm {
+            force: _,
+            containers,
+        } => container::rm(&mut c, &containers).await,
+        Command::Ps {
+            all,
+            quiet,
+            pod,
+            state,
+            label,
+        } => {
+            let o = container::PsOptions {
+                all,
+                quiet,
+                pod,
+                state,
+                labels: label,
+            };
+            container::ps(&mut c, &o, fmt).await
+        }
+        Command::Inspect { containers } => container::inspect(&mut c, &containers, fmt).await,
+        Command::Logs {
+            container: id,
+            follow,
+            tail,
+            since,
+            timestamps,
+        } => {
+            let o = container::LogsOptions {
+                follow,
+                tail,
+                since,
+                timestamps,
+            };
+            container::logs(&mut c, &id, &o).await
+        }
+        Command::ExecSync {
+            timeout,
+            container: id,
+            cmd,
+        } => return container::exec_sync(&mut c, &id, &cmd, secs(timeout)).await,
+        Command::Run {
+            config,
+            pod_config,
+            runtime,
+        } => container::run(&mut c, &config, &pod_config, &runtime).await,
+    };
+    out.map(|out| Outcome { out, code: 0 })
+}
+
+/// `--timeout`, unless it is the command's own (clap gives a subcommand's
+/// `--timeout` to the global one of the same name, and back).
+fn connect_timeout(cli: &Cli) -> Option<u64> {
+    match cli.command {
+        Command::Stop { .. } | Command::ExecSync { .. } => None,
+        _ => cli.timeout,
     }
+}
+
+/// Seconds as the CRI's int64.
+fn secs(s: u64) -> i64 {
+    i64::try_from(s).unwrap_or(i64::MAX)
 }
 
 fn main() -> ExitCode {
@@ -169,13 +330,120 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(out) => {
+        Ok(Outcome { out, code }) => {
             print!("{out}");
-            ExitCode::SUCCESS
+            ExitCode::from(code)
         }
         Err(e) => {
             eprintln!("berth: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    /// crictl's `stop --timeout` and `exec --timeout` share the name of the
+    /// global connection timeout; clap then shares the value: for these
+    /// two commands `--timeout`/`-t` is the command's, wherever it stands.
+    #[test]
+    fn stop_and_exec_sync_timeouts_are_theirs() {
+        let cli = parse(&["stop", "c1", "c2"]);
+        assert!(
+            matches!(cli.command, Command::Stop { timeout: 10, ref containers } if containers.len() == 2)
+        );
+        assert_eq!(connect_timeout(&cli), None);
+        let cli = parse(&["stop", "--timeout", "3", "c1"]);
+        assert!(matches!(cli.command, Command::Stop { timeout: 3, .. }));
+        assert_eq!(connect_timeout(&cli), None);
+        let cli = parse(&["stop", "-t", "4", "c1"]);
+        assert!(matches!(cli.command, Command::Stop { timeout: 4, .. }));
+        let cli = parse(&["-t", "5", "stop", "c1"]);
+        assert!(matches!(cli.command, Command::Stop { timeout: 5, .. }));
+        let cli = parse(&["exec-sync", "c1", "ls", "-l", "/"]);
+        assert_eq!(connect_timeout(&cli), None);
+        let Command::ExecSync {
+            timeout,
+            container,
+            cmd,
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!((timeout, container.as_str()), (0, "c1"));
+        assert_eq!(cmd, ["ls", "-l", "/"]);
+        let cli = parse(&["exec-sync", "--timeout", "7", "c1", "sh", "-c", "exit 3"]);
+        assert!(
+            matches!(cli.command, Command::ExecSync { timeout: 7, ref cmd, .. } if cmd.len() == 3)
+        );
+        // The command's arguments are its own, flags included.
+        let cli = parse(&["exec-sync", "c1", "date", "-t", "9"]);
+        assert!(
+            matches!(cli.command, Command::ExecSync { timeout: 0, ref cmd, .. } if cmd.len() == 3)
+        );
+        // Elsewhere -t is the connection timeout.
+        assert_eq!(connect_timeout(&parse(&["-t", "5", "ps"])), Some(5));
+        assert_eq!(connect_timeout(&parse(&["ps", "-t", "6"])), Some(6));
+    }
+
+    #[test]
+    fn ps_flags_parse() {
+        let cli = parse(&[
+            "ps", "-a", "-q", "--pod", "p1", "--state", "Exited", "--label", "a=b", "--label",
+            "c=d",
+        ]);
+        let Command::Ps {
+            all,
+            quiet,
+            pod,
+            state,
+            label,
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert!(all && quiet);
+        assert_eq!(pod.as_deref(), Some("p1"));
+        assert_eq!(state, Some(commands::container::State::Exited));
+        assert_eq!(label, [("a".into(), "b".into()), ("c".into(), "d".into())]);
+        assert!(Cli::try_parse_from(["berth", "ps", "--state", "sleeping"]).is_err());
+        assert!(Cli::try_parse_from(["berth", "ps", "--label", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn logs_and_run_flags_parse() {
+        let cli = parse(&[
+            "logs",
+            "-f",
+            "--tail",
+            "5",
+            "--since",
+            "10s",
+            "--timestamps",
+            "c1",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Command::Logs { follow: true, tail: Some(5), timestamps: true, ref since, .. } if since.as_deref() == Some("10s")
+        ));
+        let cli = parse(&["run", "--runtime", "kata", "c.yaml", "p.yaml"]);
+        assert!(matches!(cli.command, Command::Run { ref runtime, .. } if runtime == "kata"));
+        let cli = parse(&["rm", "-f", "c1"]);
+        assert!(matches!(cli.command, Command::Rm { force: true, .. }));
+        let cli = parse(&["create", "p1", "c.yaml", "p.yaml"]);
+        assert!(matches!(cli.command, Command::Create { ref pod, .. } if pod == "p1"));
     }
 }

@@ -48,9 +48,67 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// How long ago `created_ns` (nanoseconds since the epoch) was, the way
+/// crictl says it ("5 seconds ago", "About an hour ago").
+pub fn ago(created_ns: i64, now_ns: i64) -> String {
+    let secs = (now_ns.saturating_sub(created_ns) / 1_000_000_000).max(0) as u64;
+    human_duration(secs) + " ago"
+}
+
+/// Docker's and crictl's rounded durations (go-units `HumanDuration`).
+pub fn human_duration(secs: u64) -> String {
+    let minutes = secs / 60;
+    // Hours round to the nearest.
+    let hours = (secs + 1800) / 3600;
+    match () {
+        _ if secs < 1 => "Less than a second".into(),
+        _ if secs == 1 => "1 second".into(),
+        _ if secs < 60 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
+    }
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_read_like_crictls() {
+        let s = 1_000_000_000;
+        assert_eq!(ago(100 * s, 100 * s), "Less than a second ago");
+        assert_eq!(ago(100 * s, 99 * s), "Less than a second ago");
+        assert_eq!(ago(0, s), "1 second ago");
+        assert_eq!(ago(0, 5 * s), "5 seconds ago");
+        assert_eq!(ago(0, 59 * s), "59 seconds ago");
+        assert_eq!(human_duration(60), "About a minute");
+        assert_eq!(human_duration(119), "About a minute");
+        assert_eq!(human_duration(120), "2 minutes");
+        assert_eq!(human_duration(59 * 60 + 59), "59 minutes");
+        assert_eq!(human_duration(3600), "About an hour");
+        assert_eq!(human_duration(5399), "About an hour");
+        assert_eq!(human_duration(5400), "2 hours");
+        assert_eq!(human_duration(47 * 3600), "47 hours");
+        assert_eq!(human_duration(48 * 3600), "2 days");
+        assert_eq!(human_duration(13 * 86400), "13 days");
+        assert_eq!(human_duration(14 * 86400), "2 weeks");
+        assert_eq!(human_duration(60 * 86400), "2 months");
+        assert_eq!(human_duration(2 * 365 * 86400), "2 years");
+    }
 
     #[test]
     fn table_aligns_columns() {
