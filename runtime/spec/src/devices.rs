@@ -71,6 +71,17 @@ pub(crate) fn devices(
             cgroup: vec![rule(true, LinuxDeviceType::A, None, None, "rwm")],
         });
     }
+    if !config.cdi_devices.is_empty() {
+        return Err(SpecError::Unsupported(format!(
+            "CDI devices ({})",
+            config
+                .cdi_devices
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let mut out = Devices {
         devices: Vec::new(),
         cgroup: default_cgroup_rules(),
@@ -290,6 +301,19 @@ mod tests {
         std::os::unix::fs::symlink("/dev/zero", sub.join("z")).unwrap();
         let got = devices(&dev(sub.to_str().unwrap(), "/dev/d", "r"), false, &host()).unwrap();
         assert!(got.devices.is_empty());
+    }
+
+    #[test]
+    fn cdi_devices_are_unsupported() {
+        let cfg = ContainerConfig {
+            cdi_devices: vec![k8s_cri::v1::CdiDevice {
+                name: "vendor.com/gpu=0".into(),
+            }],
+            ..Default::default()
+        };
+        let e = devices(&cfg, false, &host()).unwrap_err();
+        assert!(e.is_invalid_argument());
+        assert!(e.to_string().contains("vendor.com/gpu=0"), "{e}");
     }
 
     #[test]

@@ -111,11 +111,21 @@ fn detect_swap(cgroup2: bool) -> bool {
     let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
         return false;
     };
-    let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-    dir.join("memory.swap.max").exists()
+    let root = Path::new("/sys/fs/cgroup");
+    let dir = root.join(path.trim_start_matches('/'));
+    if dir.join("memory.swap.max").exists()
         || dir
             .parent()
             .is_some_and(|p| p.join("memory.swap.max").exists())
+    {
+        return true;
+    }
+    // In the root cgroup (no memory.swap.max there): any child cgroup tells.
+    std::fs::read_dir(root).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.path().join("memory.swap.max").exists())
+    })
 }
 
 #[cfg(test)]

@@ -122,7 +122,15 @@ pub fn generate_with(input: &SpecInput, host: &Host) -> Result<Spec, SpecError> 
 
     // The process.
     let args = process::args(config, image)?;
-    let env = process::env(config, image, &input.sandbox.hostname);
+    let hostname = if input.sandbox.hostname.is_empty() {
+        // containerd: the node's hostname (host-network pods).
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default()
+    } else {
+        input.sandbox.hostname.clone()
+    };
+    let env = process::env(config, image, &hostname);
     let cwd = process::cwd(config, image)?;
     let image_user = image.and_then(|i| i.user().as_deref());
     let ident = user::resolve(sc, image_user, input.rootfs)?;

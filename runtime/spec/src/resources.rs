@@ -5,7 +5,9 @@
 //! quota and shares, cpuset cpus/mems; the memory limit, with swap equal to
 //! it (no swapping) unless `memory_swap_limit_in_bytes` says otherwise, and
 //! swap only when the host's memory controller accounts swap; hugepage
-//! limits; `unified` (cgroup v2 files) passed through.
+//! limits; `unified` (cgroup v2 files) passed through. Beyond containerd: a
+//! swap limit below the memory limit is invalid, and a swap limit without a
+//! memory limit is dropped on cgroup v2 (runc and youki reject it there).
 
 use k8s_cri::v1::LinuxContainerResources;
 use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxResources};
@@ -76,8 +78,20 @@ pub fn linux_resources_on(
         }
     }
     if r.memory_swap_limit_in_bytes != 0 && host.swap_available {
-        mem.set_swap(Some(r.memory_swap_limit_in_bytes));
-        mem_set = true;
+        let (swap, limit) = (r.memory_swap_limit_in_bytes, r.memory_limit_in_bytes);
+        if limit != 0 && swap != -1 && swap < limit {
+            return Err(SpecError::InvalidResources(format!(
+                "memory_swap_limit_in_bytes {swap} is below memory_limit_in_bytes {limit} \
+                 (it counts memory plus swap)"
+            )));
+        }
+        // cgroup v2 runtimes express swap relative to the memory limit: with
+        // no limit there is nothing to express it against (kubelet uses
+        // unified "memory.swap.max" on v2 anyway).
+        if limit != 0 || !host.cgroup2 {
+            mem.set_swap(Some(swap));
+            mem_set = true;
+        }
     }
 
     let mut out = LinuxResources::default();
@@ -185,9 +199,30 @@ mod tests {
         let out = linux_resources_on(&r, &h).unwrap();
         assert_eq!(out.memory().unwrap().limit(), Some(100));
         assert_eq!(out.memory().unwrap().swap(), None);
-        // Swap alone.
+        // Swap below the limit: invalid (swap counts memory + swap).
+        r.memory_swap_limit_in_bytes = 50;
+        assert!(
+            linux_resources_on(&r, &host())
+                .unwrap_err()
+                .is_invalid_argument()
+        );
+        r.memory_swap_limit_in_bytes = -1;
+        assert_eq!(
+            linux_resources_on(&r, &host())
+                .unwrap()
+                .memory()
+                .unwrap()
+                .swap(),
+            Some(-1)
+        );
+        // Swap alone: not expressible for cgroup v2 runtimes, kept on v1.
         r.memory_limit_in_bytes = 0;
+        r.memory_swap_limit_in_bytes = 300;
         let out = linux_resources_on(&r, &host()).unwrap();
+        assert!(out.memory().is_none());
+        let mut v1 = host();
+        v1.cgroup2 = false;
+        let out = linux_resources_on(&r, &v1).unwrap();
         assert_eq!(out.memory().unwrap().limit(), None);
         assert_eq!(out.memory().unwrap().swap(), Some(300));
     }
