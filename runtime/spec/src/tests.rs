@@ -347,3 +347,29 @@ fn host_namespaces_and_shm() {
         Some(std::fs::canonicalize("/dev/shm").unwrap().as_path())
     );
 }
+
+#[test]
+fn json_round_trips() {
+    let mut f = Fixture::new();
+    f.security_context().seccomp = Some(runtime_default());
+    f.config.devices = vec![k8s_cri::v1::Device {
+        container_path: "/dev/n".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    f.config
+        .linux
+        .get_or_insert_with(Default::default)
+        .resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 1 << 20,
+        ..Default::default()
+    });
+    let spec = generate_with(&f.input(), &host()).unwrap();
+    let json = serde_json::to_string(&spec).unwrap();
+    let back: oci_spec::runtime::Spec = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, spec);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["linux"]["devices"][0]["type"], "c");
+    assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], false);
+    assert_eq!(v["linux"]["seccomp"]["defaultErrnoRet"], 1);
+}
