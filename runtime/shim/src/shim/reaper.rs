@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use berth_shim::proto::{self, Exit, Response, Status};
 use nix::poll::{PollFd, PollFlags, poll};
 use rustix::io::Errno;
-use rustix::process::{WaitOptions, waitpid};
+use rustix::process::{WaitOptions, wait};
 
 use super::Shim;
 use super::diag::Level;
@@ -94,7 +94,7 @@ impl Shim {
     pub(super) fn reap(&mut self) {
         while let Ok(Some(_)) = self.sigfd.read_signal() {}
         loop {
-            match waitpid(None, WaitOptions::NOHANG) {
+            match wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => self.reaped(pid.as_raw_nonzero().get(), status.as_raw()),
                 Ok(None) => break,
                 Err(Errno::INTR) => continue,
