@@ -23,6 +23,7 @@ pub struct Config {
     pub pod: berth_pod::Config,
     pub image: berth_image::Config,
     pub cni: berth_cni::Config,
+    pub runtime: berth_runtime::Config,
 }
 
 /// Log line format.
@@ -167,6 +168,16 @@ impl Config {
                 ),
             ));
         }
+        if d.state_dir.as_os_str().len() > berth_runtime::shim::MAX_STATE_DIR {
+            return Err((
+                "daemon.state_dir".into(),
+                format!(
+                    "{:?} is longer than {} bytes: the shim sockets under it would not fit a unix socket address",
+                    d.state_dir,
+                    berth_runtime::shim::MAX_STATE_DIR
+                ),
+            ));
+        }
         if d.root_dir == d.state_dir {
             return Err((
                 "daemon.state_dir".into(),
@@ -194,6 +205,9 @@ impl Config {
         self.pod
             .validate()
             .map_err(|(k, m)| (format!("pod.{k}"), m))?;
+        self.runtime
+            .validate()
+            .map_err(|(k, m)| (format!("runtime.{k}"), m))?;
         Ok(())
     }
 }

@@ -45,6 +45,8 @@ pub enum StartupError {
     Cgroups(String),
     #[error("recovering pod sandboxes: {0}")]
     Recover(#[source] berth_pod::PodError),
+    #[error("containers: {0}")]
+    Containers(#[source] berth_runtime::RuntimeError),
     #[error(transparent)]
     Socket(#[from] SocketError),
     #[error("cannot listen: {0}")]
@@ -106,10 +108,23 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
 
     let hierarchy = berth_pod::cgroup::detect(std::path::Path::new("/sys/fs/cgroup"))
         .map_err(StartupError::Cgroups)?;
+    let cgroups =
+        berth_pod::cgroup::Cgroups::new(std::path::Path::new("/sys/fs/cgroup"), hierarchy);
+    let containers = berth_runtime::Containers::new(
+        config.runtime.clone(),
+        store.clone(),
+        berth_runtime::Paths {
+            containers: d.root_dir.join("containers"),
+            state: d.state_dir.clone(),
+        },
+        cgroups.clone(),
+        config.pod.cgroup_driver,
+    )
+    .map_err(StartupError::Containers)?;
     let pods = berth_pod::Pods::new(
         config.pod.clone(),
         store.clone(),
-        berth_pod::cgroup::Cgroups::new(std::path::Path::new("/sys/fs/cgroup"), hierarchy),
+        cgroups,
         berth_pod::Dirs {
             root: d.root_dir.clone(),
             state: d.state_dir.clone(),
@@ -117,14 +132,22 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         crate::network::CniNetwork::new(config.cni.clone(), d.root_dir.join("cni/results")),
     );
     pods.recover().await.map_err(StartupError::Recover)?;
+    containers
+        .recover()
+        .await
+        .map_err(StartupError::Containers)?;
     let shared = Arc::new(Shared {
         images,
         pods,
+        containers,
         config,
         config_file,
         store,
         started_at: SystemTime::now(),
     });
+    if let Err(e) = service::reconcile_leases(&shared).await {
+        tracing::warn!(error = %e.message(), "reconciling image leases");
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let in_flight = InFlight::default();
     let server = tonic::transport::Server::builder()

@@ -57,3 +57,18 @@ pub fn pod(e: berth_pod::PodError) -> Status {
         E::Store(s) => store(s),
     }
 }
+
+/// Container errors.
+pub fn container(e: berth_runtime::RuntimeError) -> Status {
+    use berth_runtime::RuntimeError as E;
+    let msg = e.to_string();
+    match e {
+        E::InvalidArgument(_) => Status::invalid_argument(msg),
+        E::AlreadyExists { .. } => Status::already_exists(msg),
+        E::NotFound(_) => Status::not_found(msg),
+        E::FailedPrecondition(_) => Status::failed_precondition(msg),
+        E::DeadlineExceeded(_) => Status::deadline_exceeded(msg),
+        E::Runtime(_) | E::Shim { .. } | E::Io { .. } => Status::unknown(msg),
+        E::Store(s) => store(s),
+    }
+}

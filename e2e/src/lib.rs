@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod env;
 pub mod fixture;
 pub mod netns;
+pub mod podnet;
 
 pub use daemon::{Berthd, BerthdBuilder};
 pub use env::{bin_path, root_or_skip};

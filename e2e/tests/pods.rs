@@ -10,85 +10,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_cli::client::CriClient;
-use berth_e2e::netns::{NetLease, bridge_ports, in_netns, in_ns};
+use berth_e2e::netns::{bridge_ports, in_netns, in_ns};
+use berth_e2e::podnet::{Plugins, env, env_with};
 use berth_e2e::{Berthd, root_or_skip};
 use k8s_cri::v1::*;
 use nix::sched::CloneFlags;
 use tonic::Code;
-
-/// Which plugins make the test network.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Plugins {
-    Debian,
-    Berth,
-}
-
-struct Net {
-    lease: NetLease,
-    ipam: PathBuf,
-    plugins: Plugins,
-}
-
-impl Net {
-    fn conflist(&self) -> String {
-        let l = &self.lease;
-        match self.plugins {
-            Plugins::Debian => format!(
-                r#"{{"cniVersion":"1.0.0","name":"{br}","plugins":[
-                {{"type":"bridge","bridge":"{br}","isGateway":true,"ipMasq":false,"hairpinMode":true,
-                  "ipam":{{"type":"host-local","dataDir":"{ipam}","ranges":[[{{"subnet":"{subnet}"}}]],"routes":[{{"dst":"0.0.0.0/0"}}]}}}},
-                {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}"#,
-                br = l.bridge,
-                ipam = self.ipam.display(),
-                subnet = l.subnet
-            ),
-            Plugins::Berth => format!(
-                r#"{{"cniVersion":"1.0.0","name":"{br}","plugins":[
-                {{"type":"berth-bridge","bridge":"{br}","subnets":["{subnet}"],"gateway":true,"ipMasq":false,
-                  "dataDir":"{ipam}","nftTable":"{table}","capabilities":{{"portMappings":true}}}}]}}"#,
-                br = l.bridge,
-                ipam = self.ipam.display(),
-                subnet = l.subnet,
-                table = l.nft_table
-            ),
-        }
-    }
-}
-
-/// A berthd with its own network (bridge, nft table and forwarding
-/// setting undone when the lease drops, after the daemon stopped).
-struct Env {
-    d: Berthd,
-    net: Net,
-}
-
-fn env(tag: &str, plugins: Plugins) -> Env {
-    env_with(tag, plugins, None)
-}
-
-/// `extra_bin`: a directory of test plugins searched first.
-fn env_with(tag: &str, plugins: Plugins, extra_bin: Option<&Path>) -> Env {
-    let lease = NetLease::take();
-    let bin_dir = berth_e2e::bin_path("berth-bridge")
-        .parent()
-        .unwrap()
-        .to_owned();
-    let mut dirs = vec![bin_dir, PathBuf::from("/usr/lib/cni")];
-    if let Some(x) = extra_bin {
-        dirs.insert(0, x.to_owned());
-    }
-    let mut d = Berthd::builder(tag)
-        .config("cni", "bin_dirs", &format!("{dirs:?}"))
-        .prepare();
-    let net = Net {
-        ipam: d.dir.join("ipam"),
-        lease,
-        plugins,
-    };
-    fs::write(d.cni_conf_dir.join("10-test.conflist"), net.conflist()).unwrap();
-    d.spawn_and_wait_ready();
-    Env { d, net }
-}
 
 fn pod_config(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {

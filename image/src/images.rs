@@ -13,7 +13,7 @@ use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::error::{ImageError, io_error};
 use crate::locks::KeyedLocks;
-use crate::meta::{IMAGES, ImageRecord, REFS, SNAPSHOTS};
+use crate::meta::{IMAGES, ImageRecord, LEASES, REFS, SNAPSHOTS};
 use crate::reference::ImageRef;
 use crate::snapshot::Snapshots;
 
@@ -247,11 +247,46 @@ impl Images {
         Ok(true)
     }
 
-    /// Deletes snapshots and blobs no image uses.
+    /// Leases the snapshots of image `id` to `holder` (a container), so
+    /// they outlive the image. Fails with NotFound when the image is gone.
+    pub async fn lease(&self, holder: &str, id: &Digest) -> Result<ImageRecord, ImageError> {
+        let _shared = self.gc_lock.read().await;
+        let rec = self
+            .store
+            .get(&IMAGES, &id.to_string())?
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
+        let chains: Vec<Digest> = rec.layers.iter().map(|l| l.chain_id).collect();
+        self.store.put(&LEASES, holder, &chains)?;
+        Ok(rec)
+    }
+
+    /// Ends `holder`'s lease; its snapshots go with the next collection if
+    /// nothing else uses them. Unknown holders are fine.
+    pub fn release(&self, holder: &str) -> Result<(), ImageError> {
+        self.store.write(|tx| {
+            tx.delete(&LEASES, holder)?;
+            Ok::<(), ImageError>(())
+        })
+    }
+
+    /// The current lease holders.
+    pub fn lease_holders(&self) -> Result<Vec<String>, ImageError> {
+        Ok(self
+            .store
+            .list(&LEASES)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Deletes snapshots and blobs no image uses and no container leases.
     pub async fn gc(&self) -> Result<(), ImageError> {
         let _exclusive = self.gc_lock.write().await;
         let images = self.list()?;
         let mut chains = HashSet::new();
+        for (_, leased) in self.store.list(&LEASES)? {
+            chains.extend(leased);
+        }
         let mut blobs = HashSet::new();
         for i in &images {
             blobs.insert(i.id);

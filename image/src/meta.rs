@@ -57,3 +57,8 @@ pub const IMAGES: Table<ImageRecord> = Table::new("images");
 /// Normalized reference (`name:tag` or `name@digest`) → image id.
 pub const REFS: Table<Digest> = Table::new("image_refs");
 pub const SNAPSHOTS: Table<SnapshotRecord> = Table::new("snapshots");
+
+/// Snapshot leases: holder (a container) → the chain IDs it runs on.
+/// Garbage collection never removes a leased snapshot, also after the image
+/// that brought it was removed.
+pub const LEASES: Table<Vec<Digest>> = Table::new("image_leases");

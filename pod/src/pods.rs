@@ -74,14 +74,16 @@ pub struct Pods<N> {
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
-fn now_ns() -> i64 {
+/// Now, in nanoseconds since the epoch.
+pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or_default()
 }
 
-fn new_id() -> String {
+/// A new random 64-hex-digit id (pods and containers).
+pub fn new_id() -> String {
     let mut b = [0u8; 32];
     let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
     if filled.is_err() {
@@ -140,12 +142,6 @@ impl<N: PodNetwork> Pods<N> {
         for name in spec.sysctls.keys() {
             ns::check_sysctl(name, ns.network != NsMode::Node, ns.ipc != NsMode::Node)
                 .map_err(PodError::InvalidArgument)?;
-        }
-        if !spec.runtime_handler.is_empty() && spec.runtime_handler != "berth" {
-            return bad(format!(
-                "unknown runtime handler {:?}",
-                spec.runtime_handler
-            ));
         }
         for p in &spec.port_mappings {
             if p.container_port == 0 {

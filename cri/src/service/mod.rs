@@ -1,6 +1,7 @@
 //! The CRI services berthd serves, over the state they share.
 
 mod berth_svc;
+mod container;
 mod image;
 mod pod;
 mod runtime;
@@ -16,6 +17,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 use crate::config::Config;
 
+pub use container::reconcile_leases;
 pub use image::ImageSvc;
 pub use runtime::RuntimeSvc;
 
@@ -31,6 +33,7 @@ pub struct Shared {
     pub store: Store,
     pub images: berth_image::Images,
     pub pods: berth_pod::Pods<crate::network::CniNetwork>,
+    pub containers: berth_runtime::Containers,
     pub started_at: SystemTime,
 }
 

@@ -1,6 +1,7 @@
-//! CRI RuntimeService. Version, Status, RuntimeConfig and
-//! UpdateRuntimeConfig work; every other RPC answers UNIMPLEMENTED until its
-//! capability lands.
+//! CRI RuntimeService: runtime status and config, pod sandboxes,
+//! containers and ExecSync. Streaming (Exec, Attach, PortForward), stats,
+//! events and checkpoints answer UNIMPLEMENTED until their capability
+//! lands.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use k8s_cri::v1::*;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, not_implemented, pod};
+use super::{Shared, container, not_implemented, pod};
 use crate::error;
 use crate::settings::NetworkSettings;
 
@@ -108,6 +109,27 @@ impl RuntimeService for RuntimeSvc {
         request: Request<RunPodSandboxRequest>,
     ) -> Result<Response<RunPodSandboxResponse>, Status> {
         let r = request.into_inner();
+        // The handler is recorded with the pod; its containers run on it.
+        if self
+            .shared
+            .config
+            .runtime
+            .handler(&r.runtime_handler)
+            .is_none()
+        {
+            return Err(Status::invalid_argument(format!(
+                "unknown runtime handler {:?} (configured: {})",
+                r.runtime_handler,
+                self.shared
+                    .config
+                    .runtime
+                    .handlers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let spec = pod::spec_from(r.config, r.runtime_handler)?;
         // Spawned: if kubelet gives up on the call, the sandbox is still
         // either fully set up or fully unwound, never left halfway.
@@ -125,10 +147,18 @@ impl RuntimeService for RuntimeSvc {
     ) -> Result<Response<StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         let shared = self.shared.clone();
-        tokio::spawn(async move { shared.pods.stop(&id).await })
-            .await
-            .map_err(error::join)?
-            .map_err(error::pod)?;
+        tokio::spawn(async move {
+            if let Some(full) = shared.pods.resolve_id(&id).map_err(error::pod)? {
+                shared
+                    .containers
+                    .stop_pod(&full)
+                    .await
+                    .map_err(error::container)?;
+            }
+            shared.pods.stop(&id).await.map_err(error::pod)
+        })
+        .await
+        .map_err(error::join)??;
         Ok(Response::new(StopPodSandboxResponse {}))
     }
 
@@ -138,10 +168,19 @@ impl RuntimeService for RuntimeSvc {
     ) -> Result<Response<RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         let shared = self.shared.clone();
-        tokio::spawn(async move { shared.pods.remove(&id).await })
-            .await
-            .map_err(error::join)?
-            .map_err(error::pod)?;
+        tokio::spawn(async move {
+            if let Some(full) = shared.pods.resolve_id(&id).map_err(error::pod)? {
+                let removed = shared
+                    .containers
+                    .remove_pod(&full)
+                    .await
+                    .map_err(error::container)?;
+                container::release(&shared, &removed).await?;
+            }
+            shared.pods.remove(&id).await.map_err(error::pod)
+        })
+        .await
+        .map_err(error::join)??;
         Ok(Response::new(RemovePodSandboxResponse {}))
     }
 
@@ -178,16 +217,149 @@ impl RuntimeService for RuntimeSvc {
         Err(error::not_implemented("GetContainerEvents"))
     }
 
+    async fn create_container(
+        &self,
+        request: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        let shared = self.shared.clone();
+        let r = request.into_inner();
+        // Spawned: a client giving up never leaves a half-created container.
+        let id = tokio::spawn(container::create(shared, r))
+            .await
+            .map_err(error::join)??;
+        Ok(Response::new(CreateContainerResponse { container_id: id }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let shared = self.shared.clone();
+        tokio::spawn(async move { shared.containers.start(&id).await })
+            .await
+            .map_err(error::join)?
+            .map_err(error::container)?;
+        Ok(Response::new(StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        let r = request.into_inner();
+        let timeout = container::timeout(r.timeout, "timeout")?;
+        let shared = self.shared.clone();
+        tokio::spawn(async move { shared.containers.stop(&r.container_id, timeout).await })
+            .await
+            .map_err(error::join)?
+            .map_err(error::container)?;
+        Ok(Response::new(StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let removed = shared
+                .containers
+                .remove(&id)
+                .await
+                .map_err(error::container)?;
+            container::release(&shared, removed.as_slice()).await
+        })
+        .await
+        .map_err(error::join)??;
+        Ok(Response::new(RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        let filter = container::filter_from(request.into_inner().filter);
+        let items = self
+            .shared
+            .containers
+            .list(&filter)
+            .map_err(error::container)?;
+        Ok(Response::new(ListContainersResponse {
+            containers: items.iter().map(container::list_item).collect(),
+        }))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        let r = request.into_inner();
+        let rec = self
+            .shared
+            .containers
+            .status(&r.container_id)
+            .map_err(error::container)?;
+        Ok(Response::new(container::status(
+            &self.shared,
+            &rec,
+            r.verbose,
+        )))
+    }
+
+    async fn update_container_resources(
+        &self,
+        request: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        let r = request.into_inner();
+        let linux = r.linux.ok_or_else(|| error::missing("linux"))?;
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            shared
+                .containers
+                .update_resources(&r.container_id, &linux)
+                .await
+        })
+        .await
+        .map_err(error::join)?
+        .map_err(error::container)?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.shared
+            .containers
+            .reopen_log(&id)
+            .await
+            .map_err(error::container)?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        let r = request.into_inner();
+        let timeout = container::timeout(r.timeout, "timeout")?;
+        let out = self
+            .shared
+            .containers
+            .exec_sync(&r.container_id, &r.cmd, timeout)
+            .await
+            .map_err(error::container)?;
+        Ok(Response::new(ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
+    }
+
     not_implemented! {
-        create_container: CreateContainerRequest => CreateContainerResponse, "CreateContainer";
-        start_container: StartContainerRequest => StartContainerResponse, "StartContainer";
-        stop_container: StopContainerRequest => StopContainerResponse, "StopContainer";
-        remove_container: RemoveContainerRequest => RemoveContainerResponse, "RemoveContainer";
-        list_containers: ListContainersRequest => ListContainersResponse, "ListContainers";
-        container_status: ContainerStatusRequest => ContainerStatusResponse, "ContainerStatus";
-        update_container_resources: UpdateContainerResourcesRequest => UpdateContainerResourcesResponse, "UpdateContainerResources";
-        reopen_container_log: ReopenContainerLogRequest => ReopenContainerLogResponse, "ReopenContainerLog";
-        exec_sync: ExecSyncRequest => ExecSyncResponse, "ExecSync";
         exec: ExecRequest => ExecResponse, "Exec";
         attach: AttachRequest => AttachResponse, "Attach";
         port_forward: PortForwardRequest => PortForwardResponse, "PortForward";

@@ -109,6 +109,16 @@ impl Cgroups {
         Ok(())
     }
 
+    /// The directory of `rel` where memory is accounted (its OOM events):
+    /// the memory hierarchy on v1, the one tree on v2.
+    pub fn memory_dir(&self, rel: &str) -> PathBuf {
+        let rel = rel.trim_start_matches('/');
+        match self.hierarchy {
+            Hierarchy::Unified => self.root.join(rel),
+            Hierarchy::Hybrid | Hierarchy::Legacy => self.root.join("memory").join(rel),
+        }
+    }
+
     /// Whether `rel` exists (in the first hierarchy).
     pub fn exists(&self, rel: &str) -> bool {
         self.dirs(rel)

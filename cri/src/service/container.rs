@@ -1,0 +1,254 @@
+//! Container RPCs: CRI messages to and from berth-runtime's types, and the
+//! image leases that keep a container's snapshots alive.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use berth_runtime::{ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, State};
+use k8s_cri::v1 as cri;
+use tonic::Status;
+
+use super::Shared;
+use crate::error;
+
+fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg.into())
+}
+
+/// The image lease holder of a container: known before its id is, so the
+/// lease exists before the rootfs does.
+fn lease_holder(pod_id: &str, meta: &cri::ContainerMetadata) -> String {
+    format!(
+        "container:{}",
+        berth_runtime::record::reservation_key(&meta.name, meta.attempt, pod_id)
+    )
+}
+
+fn lease_of(rec: &ContainerRecord) -> String {
+    lease_holder(&rec.pod_id, &rec.config().metadata.unwrap_or_default())
+}
+
+/// CreateContainer: pod ready, image present (leased), then the runtime.
+pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Result<String, Status> {
+    let config = r.config.ok_or_else(|| error::missing("config"))?;
+    let meta = config
+        .metadata
+        .clone()
+        .filter(|m| !m.name.is_empty())
+        .ok_or_else(|| error::missing("config.metadata.name"))?;
+    let image_name = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| error::missing("config.image.image"))?;
+    let pod = shared.pods.status(&r.pod_sandbox_id).map_err(error::pod)?;
+    let found = shared
+        .images
+        .resolve(&image_name)
+        .map_err(error::image)?
+        .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found")))?;
+    let holder = lease_holder(&pod.id, &meta);
+    let image = shared
+        .images
+        .lease(&holder, &found.id)
+        .await
+        .map_err(error::image)?;
+    let config_blob = shared.images.config_blob(&image.id).map_err(error::image)?;
+    let image_config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_blob)
+        .map_err(|e| Status::internal(format!("image {} config: {e}", image.id)))?;
+    let info = ImageInfo {
+        image: ImageRef {
+            requested: image_name.clone(),
+            id: image.id.to_string(),
+            repo_digest: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.to_string()),
+            repo_tag: image.repo_tags.first().cloned().unwrap_or(image_name),
+        },
+        lowers: shared.images.lower_dirs(&image),
+        config: image_config,
+    };
+    let created = shared
+        .containers
+        .create(CreateRequest {
+            pod: &pod,
+            config,
+            sandbox_config: r.sandbox_config.unwrap_or_default(),
+            image: info,
+        })
+        .await;
+    match created {
+        Ok(id) => Ok(id),
+        // The lease belongs to the container that holds the name.
+        Err(e @ berth_runtime::RuntimeError::AlreadyExists { .. }) => Err(error::container(e)),
+        Err(e) => {
+            if let Err(le) = shared.images.release(&holder) {
+                tracing::warn!(error = %le, "releasing image lease");
+            }
+            Err(error::container(e))
+        }
+    }
+}
+
+/// Releases the leases of removed containers and collects what they held.
+pub async fn release(shared: &Shared, removed: &[ContainerRecord]) -> Result<(), Status> {
+    if removed.is_empty() {
+        return Ok(());
+    }
+    for rec in removed {
+        shared
+            .images
+            .release(&lease_of(rec))
+            .map_err(error::image)?;
+    }
+    shared.images.gc().await.map_err(error::image)
+}
+
+/// At start: leases whose container is gone (a crash between remove and
+/// release) are dropped.
+pub async fn reconcile_leases(shared: &Shared) -> Result<(), Status> {
+    let live: std::collections::HashSet<String> = shared
+        .containers
+        .list(&ContainerFilter::default())
+        .map_err(error::container)?
+        .iter()
+        .map(lease_of)
+        .collect();
+    let mut dropped = false;
+    for holder in shared.images.lease_holders().map_err(error::image)? {
+        if holder.starts_with("container:") && !live.contains(&holder) {
+            shared.images.release(&holder).map_err(error::image)?;
+            dropped = true;
+        }
+    }
+    if dropped {
+        shared.images.gc().await.map_err(error::image)?;
+    }
+    Ok(())
+}
+
+fn state(s: State) -> i32 {
+    match s {
+        State::Creating | State::Created => cri::ContainerState::ContainerCreated as i32,
+        State::Running => cri::ContainerState::ContainerRunning as i32,
+        State::Exited => cri::ContainerState::ContainerExited as i32,
+        State::Unknown => cri::ContainerState::ContainerUnknown as i32,
+    }
+}
+
+fn image_spec(rec: &ContainerRecord, cfg: &cri::ContainerConfig) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: if rec.image.repo_tag.is_empty() {
+            rec.image.requested.clone()
+        } else {
+            rec.image.repo_tag.clone()
+        },
+        annotations: cfg
+            .image
+            .as_ref()
+            .map(|i| i.annotations.clone())
+            .unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+pub fn list_item(rec: &ContainerRecord) -> cri::Container {
+    let cfg = rec.config();
+    cri::Container {
+        id: rec.id.clone(),
+        pod_sandbox_id: rec.pod_id.clone(),
+        metadata: cfg.metadata.clone(),
+        image: Some(image_spec(rec, &cfg)),
+        image_ref: rec.image.repo_digest.clone(),
+        state: state(rec.state),
+        created_at: rec.created_at,
+        labels: cfg.labels.clone(),
+        annotations: cfg.annotations.clone(),
+        image_id: rec.image.id.clone(),
+    }
+}
+
+pub fn status(
+    shared: &Shared,
+    rec: &ContainerRecord,
+    verbose: bool,
+) -> cri::ContainerStatusResponse {
+    let cfg = rec.config();
+    let status = cri::ContainerStatus {
+        id: rec.id.clone(),
+        metadata: cfg.metadata.clone(),
+        state: state(rec.state),
+        created_at: rec.created_at,
+        started_at: rec.started_at,
+        finished_at: rec.finished_at,
+        exit_code: rec.exit_code,
+        image: Some(image_spec(rec, &cfg)),
+        image_ref: rec.image.repo_digest.clone(),
+        reason: rec.reason.clone(),
+        message: rec.message.clone(),
+        labels: cfg.labels.clone(),
+        annotations: cfg.annotations.clone(),
+        mounts: cfg.mounts.clone(),
+        log_path: rec
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        resources: cfg
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|r| cri::ContainerResources {
+                linux: Some(r),
+                ..Default::default()
+            }),
+        image_id: rec.image.id.clone(),
+        ..Default::default()
+    };
+    let mut info = HashMap::new();
+    if verbose {
+        let v = serde_json::json!({
+            "id": rec.id,
+            "sandboxID": rec.pod_id,
+            "pid": rec.pid,
+            "runtimeHandler": rec.handler,
+            "cgroupsPath": rec.cgroups_path,
+            "bundle": shared.containers.bundle(&rec.id),
+            "stopSignal": rec.stop_signal,
+        });
+        info.insert("info".to_owned(), v.to_string());
+    }
+    cri::ContainerStatusResponse {
+        status: Some(status),
+        info,
+    }
+}
+
+pub fn filter_from(f: Option<cri::ContainerFilter>) -> ContainerFilter {
+    let Some(f) = f else {
+        return ContainerFilter::default();
+    };
+    ContainerFilter {
+        id: Some(f.id).filter(|s| !s.is_empty()),
+        pod_id: Some(f.pod_sandbox_id).filter(|s| !s.is_empty()),
+        state: f
+            .state
+            .map(|s| match cri::ContainerState::try_from(s.state) {
+                Ok(cri::ContainerState::ContainerCreated) => State::Created,
+                Ok(cri::ContainerState::ContainerRunning) => State::Running,
+                Ok(cri::ContainerState::ContainerExited) => State::Exited,
+                _ => State::Unknown,
+            }),
+        labels: f.label_selector,
+    }
+}
+
+/// Seconds from a CRI timeout field; negative is bad input.
+pub fn timeout(secs: i64, what: &str) -> Result<std::time::Duration, Status> {
+    u64::try_from(secs)
+        .map(std::time::Duration::from_secs)
+        .map_err(|_| invalid(format!("{what} {secs} is negative")))
+}

@@ -1,0 +1,747 @@
+//! Containers end to end, as root: real pods (Debian's CNI plugins on each
+//! test's own bridge), images from a local registry, the real berth-shim,
+//! and each OCI runtime handler (berth-runtime, runc) running the same
+//! checks.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_cli::client::CriClient;
+use berth_e2e::fixture::{self, Registry};
+use berth_e2e::podnet::{Env, Plugins, env_built};
+use berth_e2e::root_or_skip;
+use k8s_cri::v1::*;
+use tonic::Code;
+
+/// A daemon with a network, an image and one ready pod.
+struct Setup {
+    e: Env,
+    c: CriClient,
+    _reg: Registry,
+    image: String,
+    pod: String,
+    pod_config: PodSandboxConfig,
+    handler: &'static str,
+}
+
+fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn setup(tag: &str, handler: &'static str, image: fixture::Image) -> Setup {
+    let reg = Registry::start(None);
+    reg.push(&image, "busybox", "v1").await;
+    let e = env_built(tag, Plugins::Debian, None, |b| b);
+    let mut c = e.d.client().await;
+    let name = reg.reference("busybox", "v1");
+    c.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let log_dir = e.d.dir.join("logs").join("pod");
+    fs::create_dir_all(&log_dir).unwrap();
+    let pod_config = pod_config("pod", &log_dir);
+    let pod = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    Setup {
+        e,
+        c,
+        _reg: reg,
+        image: name,
+        pod,
+        pod_config,
+        handler,
+    }
+}
+
+impl Setup {
+    fn config(&self, name: &str, cmd: &[&str]) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            log_path: format!("{name}.log"),
+            linux: Some(LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    async fn create(&mut self, config: ContainerConfig) -> Result<String, tonic::Status> {
+        self.create_in(&self.pod.clone(), config).await
+    }
+
+    async fn create_in(
+        &mut self,
+        pod: &str,
+        config: ContainerConfig,
+    ) -> Result<String, tonic::Status> {
+        self.c
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.into(),
+                config: Some(config),
+                sandbox_config: Some(self.pod_config.clone()),
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+    }
+
+    async fn start(&mut self, id: &str) {
+        self.c
+            .runtime
+            .start_container(StartContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("start {id}: {e:?}\n{}", self.e.d.log()));
+    }
+
+    async fn run(&mut self, name: &str, cmd: &[&str]) -> String {
+        let cfg = self.config(name, cmd);
+        let id = self
+            .create(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e:?}\n{}", self.e.d.log()));
+        self.start(&id).await;
+        id
+    }
+
+    async fn status(&mut self, id: &str) -> ContainerStatus {
+        self.c
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+    }
+
+    async fn wait_exited(&mut self, id: &str, within: Duration) -> ContainerStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.status(id).await;
+            if st.state == ContainerState::ContainerExited as i32 {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} still {:?} after {within:?}",
+                st.state
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn exec(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout: i64,
+    ) -> Result<ExecSyncResponse, tonic::Status> {
+        self.c
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|s| s.to_string()).collect(),
+                timeout,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Runs `sh -c script` in the container; its stdout, trimmed.
+    async fn sh(&mut self, id: &str, script: &str) -> (i32, String) {
+        let r = self
+            .exec(id, &["sh", "-c", script], 20)
+            .await
+            .unwrap_or_else(|e| panic!("exec {script:?}: {e:?}"));
+        let mut out = String::from_utf8_lossy(&r.stdout).trim().to_owned();
+        if r.exit_code != 0 {
+            out.push_str(&format!(
+                " [stderr: {}]",
+                String::from_utf8_lossy(&r.stderr).trim()
+            ));
+        }
+        (r.exit_code, out)
+    }
+
+    async fn stop(&mut self, id: &str, timeout: i64) {
+        self.c
+            .runtime
+            .stop_container(StopContainerRequest {
+                container_id: id.into(),
+                timeout,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("stop {id}: {e:?}"));
+    }
+
+    async fn remove(&mut self, id: &str) {
+        self.c
+            .runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: id.into(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("remove {id}: {e:?}"));
+    }
+
+    fn log_file(&self, name: &str) -> PathBuf {
+        self.e.d.dir.join("logs/pod").join(format!("{name}.log"))
+    }
+
+    /// Removes the pod (and so its containers and shim), then stops the
+    /// daemon: its leak check runs on drop.
+    async fn finish(mut self) {
+        self.c
+            .runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: self.pod.clone(),
+            })
+            .await
+            .unwrap();
+        let left = self
+            .c
+            .runtime
+            .list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(left.is_empty(), "containers left: {left:?}");
+        let dirs: Vec<_> = fs::read_dir(self.e.d.root_dir.join("containers"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(dirs.is_empty(), "container dirs left: {dirs:?}");
+        drop(self.c);
+        assert!(self.e.d.stop().success(), "{}", self.e.d.log());
+    }
+}
+
+/// Log lines split into (stream, tag, content), checking the timestamp.
+fn log_lines(path: &Path) -> Vec<(String, String, String)> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let ts = parts.next().unwrap();
+            assert!(
+                ts.len() >= 20
+                    && ts.as_bytes()[4] == b'-'
+                    && ts.contains('T')
+                    && (ts.ends_with('Z') || ts.contains('+')),
+                "bad timestamp in {l:?}"
+            );
+            let stream = parts.next().unwrap().to_owned();
+            let tag = parts.next().unwrap().to_owned();
+            let content = parts.next().unwrap_or("").to_owned();
+            (stream, tag, content)
+        })
+        .collect()
+}
+
+async fn lifecycle(tag: &str, handler: &'static str) {
+    let mut s = setup(tag, handler, fixture::busybox()).await;
+
+    // Output lands in the CRI log; exit code 3 is an Error.
+    let id = s
+        .run(
+            "echo",
+            &["sh", "-c", "echo out1; echo err1 >&2; echo out2; exit 3"],
+        )
+        .await;
+    let st = s.wait_exited(&id, Duration::from_secs(20)).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"), "{st:?}");
+    assert!(
+        st.created_at > 0 && st.started_at >= st.created_at && st.finished_at >= st.started_at,
+        "{st:?}"
+    );
+    assert_eq!(st.log_path, s.log_file("echo").display().to_string());
+    assert_eq!(st.metadata.as_ref().unwrap().name, "echo");
+    let lines = log_lines(&s.log_file("echo"));
+    let want =
+        |stream: &str, content: &str| (stream.to_owned(), "F".to_owned(), content.to_owned());
+    assert!(lines.contains(&want("stdout", "out1")), "{lines:?}");
+    assert!(lines.contains(&want("stderr", "err1")), "{lines:?}");
+    assert!(lines.contains(&want("stdout", "out2")), "{lines:?}");
+    let out1 = lines.iter().position(|l| l.2 == "out1").unwrap();
+    let out2 = lines.iter().position(|l| l.2 == "out2").unwrap();
+    assert!(out1 < out2);
+
+    // Exit 0 is Completed; image id is the ImageService's.
+    let id0 = s.run("ok", &["true"]).await;
+    let st = s.wait_exited(&id0, Duration::from_secs(20)).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+    let img =
+        s.c.image
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: s.image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap();
+    assert_eq!(st.image_id, img.id);
+    assert!(st.image_ref.contains("sha256:"), "{}", st.image_ref);
+
+    // Env, user, group, working dir and args as asked.
+    let mut cfg = s.config("who", &["sh", "-c"]);
+    cfg.args = vec![
+        "echo \"$FOO $(id -u) $(id -g) $(pwd) $0\"; id -G".into(),
+        "arg0".into(),
+    ];
+    cfg.working_dir = "/tmp".into();
+    cfg.envs = vec![KeyValue {
+        key: "FOO".into(),
+        value: "bar".into(),
+    }];
+    cfg.linux.as_mut().unwrap().security_context = Some(LinuxContainerSecurityContext {
+        run_as_user: Some(Int64Value { value: 1234 }),
+        run_as_group: Some(Int64Value { value: 2345 }),
+        supplemental_groups: vec![3456],
+        ..Default::default()
+    });
+    let who = s.create(cfg).await.unwrap();
+    s.start(&who).await;
+    let st = s.wait_exited(&who, Duration::from_secs(20)).await;
+    assert_eq!(st.exit_code, 0, "{st:?}");
+    let out: Vec<String> = log_lines(&s.log_file("who"))
+        .into_iter()
+        .map(|l| l.2)
+        .collect();
+    assert_eq!(out[0], "bar 1234 2345 /tmp arg0", "{out:?}");
+    assert!(out[1].split(' ').any(|g| g == "3456"), "{out:?}");
+
+    // A running container: ExecSync output, exit code and timeout.
+    let cooperative = s
+        .run(
+            "coop",
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+            ],
+        )
+        .await;
+    let r = s
+        .exec(
+            &cooperative,
+            &["sh", "-c", "echo hi; echo oops >&2; exit 5"],
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"hi\n"[..], &b"oops\n"[..], 5)
+    );
+    let t0 = Instant::now();
+    let e = s.exec(&cooperative, &["sleep", "30"], 1).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(15));
+    assert_eq!(
+        s.status(&cooperative).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+
+    // Cooperative stop: SIGTERM, exits 0 well before the timeout.
+    let t0 = Instant::now();
+    s.stop(&cooperative, 30).await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    let st = s.status(&cooperative).await;
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::ContainerExited as i32, 0)
+    );
+
+    // A process ignoring SIGTERM: the timeout passes, then SIGKILL (137).
+    let stubborn = s
+        .run(
+            "stubborn",
+            &["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"],
+        )
+        .await;
+    let t0 = Instant::now();
+    s.stop(&stubborn, 2).await;
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    let st = s.status(&stubborn).await;
+    assert_eq!((st.exit_code, st.reason.as_str()), (137, "Error"), "{st:?}");
+    // Stopping again is fine.
+    s.stop(&stubborn, 2).await;
+
+    // UpdateContainerResources reaches the live cgroup.
+    let mut cfg = s.config("limited", &["sleep", "1000"]);
+    cfg.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let limited = s.create(cfg).await.unwrap();
+    s.start(&limited).await;
+    let cg_file = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
+    assert_eq!(
+        s.sh(&limited, &format!("cat {cg_file}")).await,
+        (0, (64u64 << 20).to_string())
+    );
+    s.c.runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: limited.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.sh(&limited, &format!("cat {cg_file}")).await,
+        (0, (32u64 << 20).to_string())
+    );
+    let st = s.status(&limited).await;
+    assert_eq!(
+        st.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        32 << 20
+    );
+
+    // Remove a running container: killed, gone with its rootfs.
+    s.remove(&limited).await;
+    let e =
+        s.c.runtime
+            .container_status(ContainerStatusRequest {
+                container_id: limited.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(!s.e.d.root_dir.join("containers").join(&limited).exists());
+    // Removing again (unknown id) is fine.
+    s.remove(&limited).await;
+
+    // ListContainers filters.
+    let all =
+        s.c.runtime
+            .list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert_eq!(all.len(), 5, "{all:?}");
+    let running =
+        s.c.runtime
+            .list_containers(ListContainersRequest {
+                filter: Some(ContainerFilter {
+                    state: Some(ContainerStateValue {
+                        state: ContainerState::ContainerRunning as i32,
+                    }),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert!(running.is_empty(), "{running:?}");
+    assert_eq!(s.handler, handler);
+    s.finish().await;
+}
+
+async fn isolation(tag: &str, handler: &'static str) {
+    // Dynamic busybox: applets are real execs, so masked paths and
+    // seccomp show as they would for any program.
+    let mut s = setup(tag, handler, fixture::busybox_dynamic()).await;
+    let mut cfg = s.config("a", &["sh", "-c", "mkdir -p /tmp/www && echo hello-from-a > /tmp/www/index.html && echo only-a > /tmp/a-only && exec httpd -f -p 8080 -h /tmp/www"]);
+    cfg.linux.as_mut().unwrap().security_context = Some(LinuxContainerSecurityContext {
+        seccomp: Some(SecurityProfile {
+            profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let a = s.create(cfg).await.unwrap();
+    s.start(&a).await;
+    let mut cfg = s.config("b", &["sleep", "1000"]);
+    cfg.linux.as_mut().unwrap().security_context = Some(LinuxContainerSecurityContext {
+        readonly_rootfs: true,
+        seccomp: Some(SecurityProfile {
+            profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let b = s.create(cfg).await.unwrap();
+    s.start(&b).await;
+
+    // Shared localhost and IPC, separate filesystems.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out) = s.sh(&b, "wget -q -O - http://127.0.0.1:8080/").await;
+        if code == 0 {
+            assert_eq!(out, "hello-from-a");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b cannot reach a on localhost: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ns = "for n in net ipc mnt uts; do readlink /proc/self/ns/$n; done";
+    let (_, na) = s.sh(&a, ns).await;
+    let (_, nb) = s.sh(&b, ns).await;
+    let (na, nb): (Vec<&str>, Vec<&str>) = (na.lines().collect(), nb.lines().collect());
+    assert_eq!(
+        (na[0], na[1], na[3]),
+        (nb[0], nb[1], nb[3]),
+        "net, ipc, uts shared"
+    );
+    assert_ne!(na[2], nb[2], "mount namespaces differ");
+    assert_eq!(s.sh(&a, "cat /tmp/a-only").await, (0, "only-a".into()));
+    assert_ne!(s.sh(&b, "cat /tmp/a-only").await.0, 0);
+    assert_eq!(s.sh(&b, "hostname").await, (0, "pod".into()));
+
+    // Default-deny posture, observed from inside.
+    let (code, out) = s.sh(&b, "touch /newfile").await;
+    assert_ne!(code, 0, "read-only rootfs: {out}");
+    let (code, out) = s
+        .sh(&b, "mkdir -p /tmp/m; mount -t tmpfs none /tmp/m")
+        .await;
+    assert_ne!(code, 0, "mount without CAP_SYS_ADMIN: {out}");
+    let (code, out) = s.sh(&a, "echo h > /proc/sysrq-trigger").await;
+    assert_ne!(code, 0, "sysrq-trigger is read-only: {out}");
+    let (code, out) = s.sh(&a, "wc -c < /proc/kcore").await;
+    assert!(code != 0 || out.trim() == "0", "kcore masked: {out}");
+    let (code, out) = s.sh(&a, "unshare -U true").await;
+    assert_ne!(code, 0, "user namespaces denied by seccomp: {out}");
+    let (_, caps) = s.sh(&a, "grep CapEff /proc/self/status").await;
+    assert!(
+        caps.ends_with("00000000a80425fb"),
+        "default capability set: {caps}"
+    );
+    let (_, nnp) = s.sh(&a, "grep Seccomp: /proc/self/status").await;
+    assert!(nnp.ends_with('2'), "seccomp filter mode: {nnp}");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn lifecycle_with_berth_runtime() {
+    if !root_or_skip("lifecycle_with_berth_runtime") {
+        return;
+    }
+    lifecycle("ctrlife", "berth").await;
+}
+
+#[tokio::test]
+async fn lifecycle_with_runc() {
+    if !root_or_skip("lifecycle_with_runc") {
+        return;
+    }
+    lifecycle("ctrliferunc", "runc").await;
+}
+
+#[tokio::test]
+async fn isolation_with_berth_runtime() {
+    if !root_or_skip("isolation_with_berth_runtime") {
+        return;
+    }
+    isolation("ctriso", "berth").await;
+}
+
+#[tokio::test]
+async fn isolation_with_runc() {
+    if !root_or_skip("isolation_with_runc") {
+        return;
+    }
+    isolation("ctrisorunc", "runc").await;
+}
+
+#[tokio::test]
+async fn oom_kills_are_reported() {
+    if !root_or_skip("oom_kills_are_reported") {
+        return;
+    }
+    let mut s = setup("ctroom", "berth", fixture::busybox()).await;
+    let mut cfg = s.config("hog", &["sh", "-c", "head -c 200000000 /dev/zero | tail"]);
+    cfg.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        memory_swap_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    let id = s.create(cfg).await.unwrap();
+    s.start(&id).await;
+    let st = s.wait_exited(&id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (137, "OOMKilled"),
+        "{st:?}"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn containers_outlive_a_killed_daemon() {
+    if !root_or_skip("containers_outlive_a_killed_daemon") {
+        return;
+    }
+    let mut s = setup("ctrkill", "berth", fixture::busybox()).await;
+    let ticker = s
+        .run(
+            "ticker",
+            &[
+                "sh",
+                "-c",
+                "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+            ],
+        )
+        .await;
+    let short = s.run("short", &["sh", "-c", "sleep 2; exit 7"]).await;
+    s.e.d.kill9();
+    let before = fs::read_to_string(s.log_file("ticker")).unwrap().len();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = fs::read_to_string(s.log_file("ticker")).unwrap().len();
+    assert!(after > before, "ticker kept logging while berthd was down");
+    s.e.d.spawn_and_wait_ready();
+    s.c = s.e.d.client().await;
+    let st = s.status(&short).await;
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::ContainerExited as i32, 7),
+        "{st:?}"
+    );
+    let st = s.status(&ticker).await;
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32);
+    // The watcher is back: a stop after the restart is seen.
+    s.stop(&ticker, 0).await;
+    let st = s.status(&ticker).await;
+    assert_eq!(st.exit_code, 137);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn bad_container_requests_get_specific_errors() {
+    if !root_or_skip("bad_container_requests_get_specific_errors") {
+        return;
+    }
+    let mut s = setup("ctrbad", "berth", fixture::busybox()).await;
+    let ok = s.config("c", &["sleep", "1000"]);
+    let code = |r: Result<String, tonic::Status>| r.unwrap_err().code();
+
+    assert_eq!(
+        code(s.create_in("nosuchpod", ok.clone()).await),
+        Code::NotFound
+    );
+    let mut cfg = ok.clone();
+    cfg.image.as_mut().unwrap().image = "127.0.0.1:1/nope:v1".into();
+    assert_eq!(code(s.create(cfg).await), Code::NotFound);
+    let mut cfg = ok.clone();
+    cfg.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: "/nonexistent/berth/source".into(),
+        ..Default::default()
+    }];
+    assert_eq!(code(s.create(cfg).await), Code::InvalidArgument);
+    let mut cfg = ok.clone();
+    cfg.linux.as_mut().unwrap().security_context = Some(LinuxContainerSecurityContext {
+        seccomp: Some(SecurityProfile {
+            profile_type: security_profile::ProfileType::Localhost as i32,
+            localhost_ref: "/nonexistent/profile.json".into(),
+        }),
+        ..Default::default()
+    });
+    assert_eq!(code(s.create(cfg).await), Code::InvalidArgument);
+    let mut cfg = ok.clone();
+    cfg.devices = vec![Device {
+        container_path: "/dev/x".into(),
+        host_path: "/nonexistent/dev".into(),
+        permissions: "rwm".into(),
+    }];
+    assert_eq!(code(s.create(cfg).await), Code::InvalidArgument);
+    let mut cfg = ok.clone();
+    cfg.log_path = "../../escape.log".into();
+    assert_eq!(code(s.create(cfg).await), Code::InvalidArgument);
+    let mut cfg = ok.clone();
+    cfg.metadata = None;
+    assert_eq!(code(s.create(cfg).await), Code::InvalidArgument);
+
+    // Nothing of the failures is left.
+    let dirs: Vec<_> = fs::read_dir(s.e.d.root_dir.join("containers"))
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(dirs.is_empty(), "{dirs:?}");
+
+    // Duplicate names in a pod.
+    let first = s.create(ok.clone()).await.unwrap();
+    assert_eq!(code(s.create(ok.clone()).await), Code::AlreadyExists);
+    // Exec in a container that is not running.
+    let e = s.exec(&first, &["true"], 5).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    // Unknown container ids.
+    let e = s.exec("nosuchcontainer", &["true"], 5).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // A pod that is not ready takes no containers.
+    s.c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: s.pod.clone(),
+        })
+        .await
+        .unwrap();
+    let mut cfg = ok.clone();
+    cfg.metadata.as_mut().unwrap().name = "late".into();
+    assert_eq!(code(s.create(cfg).await), Code::FailedPrecondition);
+    s.finish().await;
+}

@@ -1,0 +1,142 @@
+//! `[runtime]`: OCI runtime handlers (kubelet's RuntimeClass handlers),
+//! the shim binary, exec limits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One RuntimeClass handler: an OCI runtime with runc's command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Handler {
+    /// The runtime binary: a path, or a name looked up next to berthd and
+    /// then in $PATH. Empty: `berth-runtime`.
+    pub path: String,
+    /// Its state directory (`--root`). Empty: `<state_dir>/runtime/<handler>`.
+    pub root: String,
+    /// Extra global options, placed before the command.
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Handler for pods whose RunPodSandbox names none.
+    pub default_handler: String,
+    /// The berth-shim binary; empty: next to berthd, then $PATH.
+    pub shim_path: String,
+    /// ExecSync keeps at most this many bytes of stdout and of stderr.
+    pub exec_max_output: u64,
+    pub handlers: BTreeMap<String, Handler>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let mut handlers = BTreeMap::new();
+        handlers.insert("berth".to_owned(), Handler::default());
+        handlers.insert(
+            "runc".to_owned(),
+            Handler {
+                path: "runc".into(),
+                ..Handler::default()
+            },
+        );
+        Config {
+            default_handler: "berth".into(),
+            shim_path: String::new(),
+            exec_max_output: 16 * 1024 * 1024,
+            handlers,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.handlers.contains_key(&self.default_handler) {
+            return Err((
+                "default_handler",
+                format!(
+                    "{:?} is not one of the configured handlers ({})",
+                    self.default_handler,
+                    self.handlers.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if self.exec_max_output == 0 {
+            return Err(("exec_max_output", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The handler a pod's `runtime_handler` names ("" = the default).
+    pub fn handler(&self, name: &str) -> Option<(&str, &Handler)> {
+        let name = if name.is_empty() {
+            self.default_handler.as_str()
+        } else {
+            name
+        };
+        self.handlers
+            .get_key_value(name)
+            .map(|(k, h)| (k.as_str(), h))
+    }
+}
+
+/// Finds a helper binary: an absolute or relative path as given, else the
+/// name next to the running executable, else in $PATH.
+pub fn find_binary(name_or_path: &str) -> Option<PathBuf> {
+    if name_or_path.contains('/') {
+        let p = PathBuf::from(name_or_path);
+        return p.is_file().then_some(p);
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let p = dir.join(name_or_path);
+        if p.is_file() {
+            return Some(p);
+        }
+        // Test binaries live one level below the workspace's bins.
+        if let Some(p) = dir.parent().map(|d| d.join(name_or_path))
+            && p.is_file()
+        {
+            return Some(p);
+        }
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name_or_path))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_handler_must_exist() {
+        let mut c = Config::default();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.handler("").unwrap().0, "berth");
+        assert_eq!(c.handler("runc").unwrap().1.path, "runc");
+        assert!(c.handler("kata").is_none());
+        c.default_handler = "kata".into();
+        let (key, msg) = c.validate().unwrap_err();
+        assert_eq!(key, "default_handler");
+        assert!(msg.contains("berth, runc"), "{msg}");
+    }
+
+    #[test]
+    fn binaries_are_found_by_path_or_name() {
+        assert_eq!(find_binary("/bin/sh"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(find_binary("/nonexistent/x"), None);
+        assert!(find_binary("sh").is_some());
+        assert_eq!(find_binary("berth-no-such-binary"), None);
+    }
+}

@@ -1,0 +1,976 @@
+//! The container lifecycle: CreateContainer mounts the rootfs, writes the
+//! OCI bundle and asks the pod's shim to create it; Start/Stop/Remove go
+//! through the shim; exits come back from the shim (a watcher per running
+//! container, and the shim's exit records after a berthd restart).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_pod::cgroup::Cgroups;
+use berth_pod::{CgroupDriver, NsMode, SandboxRecord, SandboxState, new_id, now_ns};
+use berth_shim::proto::{self, Request, Response};
+use berth_spec::{PidNs, Sandbox, SpecInput};
+use berth_store::Store;
+use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
+use tokio::sync::Mutex;
+
+use crate::config::{Config, find_binary};
+use crate::error::RuntimeError;
+use crate::record::{
+    CONTAINER_NAMES, CONTAINERS, ContainerRecord, ImageRef, State, reservation_key,
+};
+use crate::rootfs::{self, Layout};
+use crate::shim::Shims;
+
+/// How long the runtime may take to stop a container after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+/// The image a new container runs, resolved by the caller.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub image: ImageRef,
+    /// Overlay lower dirs, topmost first.
+    pub lowers: Vec<PathBuf>,
+    pub config: oci_spec::image::ImageConfiguration,
+}
+
+#[derive(Debug)]
+pub struct CreateRequest<'a> {
+    pub pod: &'a SandboxRecord,
+    pub config: ContainerConfig,
+    pub sandbox_config: PodSandboxConfig,
+    pub image: ImageInfo,
+}
+
+/// Filter for [`Containers::list`].
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFilter {
+    pub id: Option<String>,
+    pub state: Option<State>,
+    pub pod_id: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// What ExecSync returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Where containers live and how they are run.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// `<root>/containers`
+    pub containers: PathBuf,
+    /// `<state>`: shims under `shims/`, runtime roots under `runtime/`.
+    pub state: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Containers {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    store: Store,
+    paths: Paths,
+    shims: Shims,
+    cgroups: Cgroups,
+    driver: CgroupDriver,
+    /// berthd's own oom_score_adj: containers never go below it.
+    min_oom_score_adj: i32,
+    locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Containers {
+    pub fn new(
+        config: Config,
+        store: Store,
+        paths: Paths,
+        cgroups: Cgroups,
+        driver: CgroupDriver,
+    ) -> Result<Containers, RuntimeError> {
+        let shim_name = if config.shim_path.is_empty() {
+            "berth-shim"
+        } else {
+            config.shim_path.as_str()
+        };
+        let shim_bin = find_binary(shim_name).ok_or_else(|| RuntimeError::Shim {
+            pod_id: String::new(),
+            message: format!("shim binary {shim_name:?} not found (next to berthd or in $PATH)"),
+        })?;
+        let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let shims = Shims::new(shim_bin, paths.state.join("shims"));
+        Ok(Containers {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                paths,
+                shims,
+                cgroups,
+                driver,
+                min_oom_score_adj,
+                locks: Default::default(),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
+        let mut m = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id.to_owned()).or_default().clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        let mut m = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(id);
+    }
+
+    /// The proto's runtime description for a handler.
+    fn runtime_for(&self, handler: &str) -> Result<proto::Runtime, RuntimeError> {
+        let (name, h) = self.inner.config.handler(handler).ok_or_else(|| {
+            RuntimeError::InvalidArgument(format!("no runtime handler {handler:?} configured"))
+        })?;
+        let bin = if h.path.is_empty() {
+            "berth-runtime"
+        } else {
+            h.path.as_str()
+        };
+        let path = find_binary(bin).ok_or_else(|| {
+            RuntimeError::Runtime(format!(
+                "runtime handler {name:?}: binary {bin:?} not found (next to berthd or in $PATH)"
+            ))
+        })?;
+        let root = if h.root.is_empty() {
+            self.inner.paths.state.join("runtime").join(name)
+        } else {
+            PathBuf::from(&h.root)
+        };
+        Ok(proto::Runtime {
+            path,
+            root: Some(root),
+            systemd_cgroup: self.inner.driver == CgroupDriver::Systemd,
+            options: h.options.clone(),
+        })
+    }
+
+    fn cgroups_path(&self, pod: &SandboxRecord, id: &str) -> String {
+        match self.inner.driver {
+            CgroupDriver::Cgroupfs => format!("/{}/{id}", pod.cgroup.trim_matches('/')),
+            CgroupDriver::Systemd => {
+                let slice = pod
+                    .cgroup
+                    .trim_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default();
+                format!("{slice}:berth:{id}")
+            }
+        }
+    }
+
+    fn memory_cgroup(&self, cgroups_path: &str) -> Option<PathBuf> {
+        match self.inner.driver {
+            CgroupDriver::Cgroupfs => Some(self.inner.cgroups.memory_dir(cgroups_path)),
+            // Scope paths are systemd's to choose; no OOM attribution.
+            CgroupDriver::Systemd => None,
+        }
+    }
+
+    /// CreateContainer. Any failure unwinds what was done.
+    pub async fn create(&self, req: CreateRequest<'_>) -> Result<String, RuntimeError> {
+        let pod = req.pod;
+        let meta = req
+            .config
+            .metadata
+            .clone()
+            .filter(|m| !m.name.is_empty())
+            .ok_or_else(|| {
+                RuntimeError::InvalidArgument("container metadata.name is required".into())
+            })?;
+        if pod.state != SandboxState::Ready {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let runtime = self.runtime_for(&pod.spec.runtime_handler)?;
+        let handler = self
+            .inner
+            .config
+            .handler(&pod.spec.runtime_handler)
+            .map(|(n, _)| n.to_owned())
+            .unwrap_or_default();
+        let log_path = resolve_log_path(&pod.spec.log_directory, &req.config.log_path)?;
+        let stop_signal = berth_spec::stop_signal(&req.image.config)?;
+        let id = new_id();
+        let key = reservation_key(&meta.name, meta.attempt, &pod.id);
+        let cgroups_path = self.cgroups_path(pod, &id);
+        let mut rec = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            state: State::Creating,
+            config: ContainerRecord::encode_config(&req.config),
+            image: req.image.image.clone(),
+            log_path: log_path.clone(),
+            handler,
+            cgroups_path: cgroups_path.clone(),
+            stop_signal,
+            pid: 0,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+        };
+        self.inner.store.write(|tx| {
+            if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
+                return Err(RuntimeError::AlreadyExists {
+                    name: meta.name.clone(),
+                    id: other,
+                });
+            }
+            tx.put(&CONTAINER_NAMES, &key, &id)?;
+            tx.put(&CONTAINERS, &id, &rec)?;
+            Ok(())
+        })?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        match self.create_parts(&req, &rec, runtime, log_path).await {
+            Ok(pid) => {
+                rec.state = State::Created;
+                rec.pid = pid;
+                self.inner.store.put(&CONTAINERS, &id, &rec)?;
+                tracing::info!(container_id = %id, pod_id = %pod.id, name = %meta.name, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(container_id = %id, pod_id = %pod.id, error = %e, "container create failed; unwinding");
+                self.unwind(&rec).await;
+                self.inner.store.write(|tx| {
+                    tx.delete(&CONTAINERS, &id)?;
+                    tx.delete(&CONTAINER_NAMES, &key)?;
+                    Ok::<(), RuntimeError>(())
+                })?;
+                drop(_g);
+                self.forget_lock(&id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_parts(
+        &self,
+        req: &CreateRequest<'_>,
+        rec: &ContainerRecord,
+        runtime: proto::Runtime,
+        log_path: Option<PathBuf>,
+    ) -> Result<u32, RuntimeError> {
+        let layout = Layout::new(&self.inner.paths.containers, &rec.id);
+        let lowers = req.image.lowers.clone();
+        let l = layout.clone();
+        tokio::task::spawn_blocking(move || rootfs::mount_rootfs(&l, &lowers))
+            .await
+            .map_err(|e| RuntimeError::Runtime(e.to_string()))?
+            .map_err(|e| RuntimeError::io("container rootfs", e))?;
+        let pod = req.pod;
+        let sandbox = Sandbox {
+            netns: pod.netns.clone(),
+            ipc_ns: pod.ipcns.clone(),
+            uts_ns: pod.utsns.clone(),
+            pid: match pod.spec.namespaces.pid {
+                NsMode::Node => PidNs::Host,
+                // A pod-wide PID namespace needs a holder process, which
+                // berth does not start yet: each container gets its own.
+                NsMode::Pod | NsMode::Container => PidNs::Container,
+            },
+            hostname: pod.spec.hostname.clone(),
+            hostname_file: Some(pod.files_dir.join("hostname")),
+            hosts_file: Some(pod.files_dir.join("hosts")),
+            resolv_conf: Some(pod.files_dir.join("resolv.conf")),
+            shm: pod.shm.clone(),
+        };
+        let rootfs_path = layout.rootfs();
+        let spec = berth_spec::generate(&SpecInput {
+            id: &rec.id,
+            config: &req.config,
+            sandbox_config: &req.sandbox_config,
+            image: &req.image.config,
+            rootfs: &rootfs_path,
+            sandbox: &sandbox,
+            cgroups_path: rec.cgroups_path.clone(),
+            min_oom_score_adj: self.inner.min_oom_score_adj,
+        })?;
+        let bundle = layout.bundle();
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| RuntimeError::Runtime(format!("serializing the OCI spec: {e}")))?;
+        std::fs::write(bundle.join("config.json"), json)
+            .map_err(|e| RuntimeError::io("writing config.json", e))?;
+        self.inner.shims.ensure(&pod.id).await?;
+        let created = self
+            .inner
+            .shims
+            .call(
+                &pod.id,
+                &Request::Create(proto::Create {
+                    id: rec.id.clone(),
+                    bundle,
+                    runtime,
+                    log_path,
+                    stdin: req.config.stdin,
+                    memory_cgroup: self.memory_cgroup(&rec.cgroups_path),
+                }),
+                Some(Duration::from_secs(120)),
+            )
+            .await?;
+        match created {
+            Response::Created { pid } => Ok(pid),
+            other => Err(RuntimeError::Runtime(format!(
+                "unexpected shim answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Undoes a partial create: runtime state, rootfs, dirs.
+    async fn unwind(&self, rec: &ContainerRecord) {
+        if self.inner.shims.alive(&rec.pod_id).await
+            && let Err(e) = self
+                .inner
+                .shims
+                .call(
+                    &rec.pod_id,
+                    &Request::Delete { id: rec.id.clone() },
+                    Some(KILL_WAIT),
+                )
+                .await
+        {
+            tracing::warn!(container_id = %rec.id, error = %e, "unwinding: runtime delete");
+        }
+        let layout = Layout::new(&self.inner.paths.containers, &rec.id);
+        if let Err(e) = tokio::task::spawn_blocking(move || rootfs::remove(&layout))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        {
+            tracing::warn!(container_id = %rec.id, error = %e, "unwinding: removing rootfs");
+        }
+    }
+
+    /// A full id from a full id or a unique prefix.
+    pub fn resolve_id(&self, id: &str) -> Result<Option<String>, RuntimeError> {
+        if id.is_empty() {
+            return Err(RuntimeError::InvalidArgument(
+                "container_id is required".into(),
+            ));
+        }
+        if self.inner.store.get(&CONTAINERS, id)?.is_some() {
+            return Ok(Some(id.to_owned()));
+        }
+        let matches: Vec<String> = self
+            .inner
+            .store
+            .list(&CONTAINERS)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with(id))
+            .collect();
+        match matches.len() {
+            0 => Ok(None),
+            1 => Ok(matches.into_iter().next()),
+            n => Err(RuntimeError::InvalidArgument(format!(
+                "container id prefix {id:?} matches {n} containers"
+            ))),
+        }
+    }
+
+    fn get(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        self.inner
+            .store
+            .get(&CONTAINERS, id)?
+            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
+    }
+
+    fn must_resolve(&self, id: &str) -> Result<String, RuntimeError> {
+        self.resolve_id(id)?
+            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
+    }
+
+    /// StartContainer.
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let id = self.must_resolve(id)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self.get(&id)?;
+        if rec.state != State::Created {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {id} is {:?}, not created",
+                rec.state
+            )));
+        }
+        let started = self
+            .inner
+            .shims
+            .call(
+                &rec.pod_id,
+                &Request::Start { id: id.clone() },
+                Some(Duration::from_secs(120)),
+            )
+            .await;
+        match started {
+            Ok(_) => {
+                rec.state = State::Running;
+                rec.started_at = now_ns();
+                self.inner.store.put(&CONTAINERS, &id, &rec)?;
+                self.watch(rec.pod_id.clone(), id.clone());
+                tracing::info!(container_id = %id, "container started");
+                Ok(())
+            }
+            Err(e) => {
+                // The container is dead on arrival; say why in its status.
+                let _ = self
+                    .inner
+                    .shims
+                    .call(
+                        &rec.pod_id,
+                        &Request::Kill {
+                            id: id.clone(),
+                            signal: 9,
+                        },
+                        Some(KILL_WAIT),
+                    )
+                    .await;
+                rec.state = State::Exited;
+                rec.finished_at = now_ns();
+                rec.exit_code = 128;
+                rec.reason = "StartError".into();
+                rec.message = e.to_string();
+                self.inner.store.put(&CONTAINERS, &id, &rec)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Learns of the container's exit from its shim, in the background.
+    fn watch(&self, pod_id: String, id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let r = this
+                    .inner
+                    .shims
+                    .call(&pod_id, &Request::Wait { id: id.clone() }, None)
+                    .await;
+                match r {
+                    Ok(Response::Exited(exit)) => {
+                        let _ = this.record_exit(&id, Some(exit)).await;
+                        return;
+                    }
+                    Err(RuntimeError::NotFound(_)) => {
+                        // Deleted meanwhile (remove races the watcher).
+                        return;
+                    }
+                    _ if this.inner.shims.alive(&pod_id).await => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    _ => {
+                        let exit = this.inner.shims.exit_record(&pod_id, &id);
+                        let _ = this.record_exit(&id, exit).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Records how a container ended (once; later calls are no-ops).
+    /// None: its shim is gone and left no record.
+    async fn record_exit(&self, id: &str, exit: Option<proto::Exit>) -> Result<(), RuntimeError> {
+        let lock = self.lock_for(id);
+        let _g = lock.lock().await;
+        let Some(mut rec) = self.inner.store.get(&CONTAINERS, id)? else {
+            return Ok(());
+        };
+        if !matches!(rec.state, State::Created | State::Running) {
+            return Ok(());
+        }
+        apply_exit(&mut rec, exit);
+        self.inner.store.put(&CONTAINERS, id, &rec)?;
+        tracing::info!(container_id = %id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
+        Ok(())
+    }
+
+    /// Waits for the exit, up to `timeout`.
+    async fn wait_exit(
+        &self,
+        pod_id: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<proto::Exit>, RuntimeError> {
+        let req = Request::Wait { id: id.to_owned() };
+        let wait = self.inner.shims.call(pod_id, &req, None);
+        match tokio::time::timeout(timeout, wait).await {
+            Err(_) => Ok(None),
+            Ok(Ok(Response::Exited(e))) => Ok(Some(e)),
+            Ok(Ok(other)) => Err(RuntimeError::Runtime(format!(
+                "unexpected shim answer {other:?}"
+            ))),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// Signals, waits up to `timeout`, then kills. Caller holds the lock.
+    async fn stop_locked(
+        &self,
+        rec: &mut ContainerRecord,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        if !matches!(rec.state, State::Created | State::Running) {
+            return Ok(());
+        }
+        if !self.inner.shims.alive(&rec.pod_id).await {
+            let exit = self.inner.shims.exit_record(&rec.pod_id, &rec.id);
+            apply_exit(rec, exit);
+            self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
+            return Ok(());
+        }
+        let kill = |signal: i32| Request::Kill {
+            id: rec.id.clone(),
+            signal,
+        };
+        let mut exit = None;
+        if rec.state == State::Running && !timeout.is_zero() {
+            self.inner
+                .shims
+                .call(&rec.pod_id, &kill(rec.stop_signal), Some(KILL_WAIT))
+                .await?;
+            exit = self.wait_exit(&rec.pod_id, &rec.id, timeout).await?;
+        }
+        if exit.is_none() {
+            self.inner
+                .shims
+                .call(&rec.pod_id, &kill(9), Some(KILL_WAIT))
+                .await?;
+            exit = self.wait_exit(&rec.pod_id, &rec.id, KILL_WAIT).await?;
+            if exit.is_none() {
+                return Err(RuntimeError::Runtime(format!(
+                    "container {} did not exit {KILL_WAIT:?} after SIGKILL",
+                    rec.id
+                )));
+            }
+        }
+        apply_exit(rec, exit);
+        self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
+        Ok(())
+    }
+
+    /// StopContainer: the stop signal, `timeout` to exit, then SIGKILL.
+    /// Stopping a stopped container is fine.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let id = self.must_resolve(id)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self.get(&id)?;
+        self.stop_locked(&mut rec, timeout).await?;
+        tracing::info!(container_id = %id, "container stopped");
+        Ok(())
+    }
+
+    /// RemoveContainer: kills a running container first; an unknown id is
+    /// fine. Returns the removed record.
+    pub async fn remove(&self, id: &str) -> Result<Option<ContainerRecord>, RuntimeError> {
+        let Some(id) = self.resolve_id(id)? else {
+            return Ok(None);
+        };
+        let lock = self.lock_for(&id);
+        let g = lock.lock().await;
+        let Some(mut rec) = self.inner.store.get(&CONTAINERS, &id)? else {
+            return Ok(None);
+        };
+        self.stop_locked(&mut rec, Duration::ZERO).await?;
+        if self.inner.shims.alive(&rec.pod_id).await {
+            self.inner
+                .shims
+                .call(
+                    &rec.pod_id,
+                    &Request::Delete { id: id.clone() },
+                    Some(KILL_WAIT),
+                )
+                .await?;
+        }
+        let layout = Layout::new(&self.inner.paths.containers, &id);
+        tokio::task::spawn_blocking(move || rootfs::remove(&layout))
+            .await
+            .map_err(|e| RuntimeError::Runtime(e.to_string()))?
+            .map_err(|e| RuntimeError::io("removing container rootfs", e))?;
+        let cfg = rec.config();
+        let meta = cfg.metadata.unwrap_or_default();
+        let key = reservation_key(&meta.name, meta.attempt, &rec.pod_id);
+        self.inner.store.write(|tx| {
+            tx.delete(&CONTAINERS, &id)?;
+            if tx.get(&CONTAINER_NAMES, &key)?.as_deref() == Some(id.as_str()) {
+                tx.delete(&CONTAINER_NAMES, &key)?;
+            }
+            Ok::<(), RuntimeError>(())
+        })?;
+        drop(g);
+        self.forget_lock(&id);
+        tracing::info!(container_id = %id, "container removed");
+        Ok(Some(rec))
+    }
+
+    pub fn status(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
+        let id = self.must_resolve(id)?;
+        self.get(&id)
+    }
+
+    pub fn list(&self, f: &ContainerFilter) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        Ok(self
+            .inner
+            .store
+            .list(&CONTAINERS)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.state != State::Creating)
+            .filter(|r| f.id.as_ref().is_none_or(|id| r.id.starts_with(id.as_str())))
+            .filter(|r| f.state.is_none_or(|s| r.state == s))
+            .filter(|r| {
+                f.pod_id
+                    .as_ref()
+                    .is_none_or(|p| r.pod_id.starts_with(p.as_str()))
+            })
+            .filter(|r| {
+                if f.labels.is_empty() {
+                    return true;
+                }
+                let labels = r.config().labels;
+                f.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .collect())
+    }
+
+    /// Every container of a pod (any state).
+    pub fn of_pod(&self, pod_id: &str) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        Ok(self
+            .inner
+            .store
+            .list(&CONTAINERS)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.pod_id == pod_id)
+            .collect())
+    }
+
+    /// StopPodSandbox: kills every container of the pod.
+    pub async fn stop_pod(&self, pod_id: &str) -> Result<(), RuntimeError> {
+        for rec in self.of_pod(pod_id)? {
+            if matches!(rec.state, State::Created | State::Running) {
+                self.stop(&rec.id, Duration::ZERO).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// RemovePodSandbox: removes every container of the pod, then stops
+    /// its shim. Returns the removed records.
+    pub async fn remove_pod(&self, pod_id: &str) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        let mut removed = Vec::new();
+        for rec in self.of_pod(pod_id)? {
+            if let Some(r) = self.remove(&rec.id).await? {
+                removed.push(r);
+            }
+        }
+        self.inner.shims.shutdown(pod_id).await?;
+        Ok(removed)
+    }
+
+    /// ExecSync: runs `cmd` in the container with its process settings.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        if cmd.is_empty() {
+            return Err(RuntimeError::InvalidArgument("cmd is required".into()));
+        }
+        let id = self.must_resolve(id)?;
+        let rec = self.get(&id)?;
+        if rec.state != State::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let bundle = Layout::new(&self.inner.paths.containers, &id).bundle();
+        let spec: oci_spec::runtime::Spec = read_json(&bundle.join("config.json"))?;
+        let process = berth_spec::process_for_exec(&spec, cmd)?;
+        let file = bundle.join(format!("exec-{}.json", &new_id()[..16]));
+        let json = serde_json::to_vec(&process)
+            .map_err(|e| RuntimeError::Runtime(format!("serializing the exec process: {e}")))?;
+        std::fs::write(&file, json).map_err(|e| RuntimeError::io("writing the exec process", e))?;
+        let answer = self
+            .inner
+            .shims
+            .call(
+                &rec.pod_id,
+                &Request::ExecSync(proto::ExecSync {
+                    id: id.clone(),
+                    process: file.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                    max_output: self.inner.config.exec_max_output,
+                }),
+                None,
+            )
+            .await;
+        let _ = std::fs::remove_file(&file);
+        match answer? {
+            Response::ExecResult {
+                timed_out: true, ..
+            } => Err(RuntimeError::DeadlineExceeded(format!(
+                "command {cmd:?} in container {id} timed out after {timeout:?}"
+            ))),
+            Response::ExecResult {
+                exit_code,
+                stdout,
+                stderr,
+                ..
+            } => Ok(ExecOutput {
+                exit_code,
+                stdout,
+                stderr,
+            }),
+            other => Err(RuntimeError::Runtime(format!(
+                "unexpected shim answer {other:?}"
+            ))),
+        }
+    }
+
+    /// UpdateContainerResources: applied by the OCI runtime to the live
+    /// cgroup, then recorded.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: &LinuxContainerResources,
+    ) -> Result<(), RuntimeError> {
+        let id = self.must_resolve(id)?;
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let mut rec = self.get(&id)?;
+        if !matches!(rec.state, State::Created | State::Running) {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        let oci = berth_spec::linux_resources(resources)?;
+        let bundle = Layout::new(&self.inner.paths.containers, &id).bundle();
+        let file = bundle.join("update.json");
+        std::fs::write(&file, serde_json::to_vec(&oci).unwrap_or_default())
+            .map_err(|e| RuntimeError::io("writing resources", e))?;
+        let runtime = self.runtime_for(&rec.handler)?;
+        let out = runtime_command(&runtime)
+            .arg("update")
+            .arg("--resources")
+            .arg(&file)
+            .arg(&id)
+            .output()
+            .await
+            .map_err(|e| {
+                RuntimeError::Runtime(format!("running {}: {e}", runtime.path.display()))
+            })?;
+        let _ = std::fs::remove_file(&file);
+        if !out.status.success() {
+            return Err(RuntimeError::Runtime(format!(
+                "update: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let mut cfg = rec.config();
+        cfg.linux.get_or_insert_default().resources = Some(resources.clone());
+        rec.config = ContainerRecord::encode_config(&cfg);
+        self.inner.store.put(&CONTAINERS, &id, &rec)?;
+        Ok(())
+    }
+
+    /// ReopenContainerLog: the shim reopens the log file (after kubelet
+    /// renamed it).
+    pub async fn reopen_log(&self, id: &str) -> Result<(), RuntimeError> {
+        let id = self.must_resolve(id)?;
+        let rec = self.get(&id)?;
+        if rec.state != State::Running {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        self.inner
+            .shims
+            .call(&rec.pod_id, &Request::ReopenLog { id }, Some(KILL_WAIT))
+            .await?;
+        Ok(())
+    }
+
+    /// At daemon start: unwinds creates a crash interrupted, reconnects to
+    /// live shims, and records exits that happened while berthd was down.
+    pub async fn recover(&self) -> Result<(), RuntimeError> {
+        for (id, rec) in self.inner.store.list(&CONTAINERS)? {
+            match rec.state {
+                State::Creating => {
+                    tracing::warn!(container_id = %id, "unwinding a container interrupted while being created");
+                    self.unwind(&rec).await;
+                    let cfg = rec.config();
+                    let meta = cfg.metadata.unwrap_or_default();
+                    let key = reservation_key(&meta.name, meta.attempt, &rec.pod_id);
+                    self.inner.store.write(|tx| {
+                        tx.delete(&CONTAINERS, &id)?;
+                        tx.delete(&CONTAINER_NAMES, &key)?;
+                        Ok::<(), RuntimeError>(())
+                    })?;
+                }
+                State::Created | State::Running => {
+                    // An exit while berthd was down is on disk: take it now,
+                    // so the first status after a restart is already right.
+                    let exit = self.inner.shims.exit_record(&rec.pod_id, &id);
+                    if exit.is_some() || !self.inner.shims.alive(&rec.pod_id).await {
+                        self.record_exit(&id, exit).await?;
+                    } else if rec.state == State::Running {
+                        self.watch(rec.pod_id.clone(), id.clone());
+                    }
+                }
+                State::Exited | State::Unknown => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a container's files are (for verbose status).
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        Layout::new(&self.inner.paths.containers, id).bundle()
+    }
+}
+
+fn apply_exit(rec: &mut ContainerRecord, exit: Option<proto::Exit>) {
+    rec.state = State::Exited;
+    match exit {
+        Some(e) => {
+            rec.finished_at = e.finished_at_ns;
+            rec.exit_code = e.exit_code;
+            rec.reason = if e.oom_killed {
+                "OOMKilled"
+            } else if e.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+            .into();
+        }
+        None => {
+            rec.state = State::Unknown;
+            rec.finished_at = now_ns();
+            rec.exit_code = 255;
+            rec.reason = "Unknown".into();
+            rec.message = "the pod's shim is gone and recorded no exit".into();
+        }
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, RuntimeError> {
+    let bytes =
+        std::fs::read(p).map_err(|e| RuntimeError::io(format!("reading {}", p.display()), e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| RuntimeError::Runtime(format!("{}: {e}", p.display())))
+}
+
+/// The runtime's command with its global options.
+fn runtime_command(rt: &proto::Runtime) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(&rt.path);
+    if let Some(root) = &rt.root {
+        c.arg("--root").arg(root);
+    }
+    if rt.systemd_cgroup {
+        c.arg("--systemd-cgroup");
+    }
+    c.args(&rt.options);
+    c.env_clear().env("PATH", crate::shim::SAFE_PATH);
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+/// The CRI log path: `log_path` relative to the pod's log directory, and
+/// never outside it. Empty: no log.
+pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>, RuntimeError> {
+    if log_path.is_empty() {
+        return Ok(None);
+    }
+    if log_dir.is_empty() || !log_dir.starts_with('/') {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "log_path {log_path:?} needs an absolute pod log_directory (got {log_dir:?})"
+        )));
+    }
+    let rel = Path::new(log_path);
+    let bad = rel.is_absolute()
+        || rel.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+    if bad {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "log_path {log_path:?} must be relative to the pod's log directory and stay inside it"
+        )));
+    }
+    Ok(Some(Path::new(log_dir).join(rel)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_pod_log_dir() {
+        assert_eq!(resolve_log_path("/var/log/pods/x", "").unwrap(), None);
+        assert_eq!(
+            resolve_log_path("/var/log/pods/x", "web/0.log").unwrap(),
+            Some(PathBuf::from("/var/log/pods/x/web/0.log"))
+        );
+        for bad in ["../x.log", "web/../../x.log", "/etc/passwd"] {
+            let e = resolve_log_path("/var/log/pods/x", bad).unwrap_err();
+            assert!(matches!(e, RuntimeError::InvalidArgument(_)), "{bad}: {e}");
+        }
+        assert!(resolve_log_path("", "a.log").is_err());
+        assert!(resolve_log_path("relative", "a.log").is_err());
+    }
+
+    #[test]
+    fn exits_get_kubelet_reasons() {
+        let mut r = crate::record::tests_support::record();
+        let exit = |code, oom| proto::Exit {
+            pid: 1,
+            exit_code: code,
+            signal: None,
+            finished_at_ns: 5,
+            oom_killed: oom,
+        };
+        apply_exit(&mut r, Some(exit(0, false)));
+        assert_eq!(
+            (r.state, r.reason.as_str(), r.finished_at),
+            (State::Exited, "Completed", 5)
+        );
+        apply_exit(&mut r, Some(exit(1, false)));
+        assert_eq!(r.reason, "Error");
+        apply_exit(&mut r, Some(exit(137, true)));
+        assert_eq!((r.exit_code, r.reason.as_str()), (137, "OOMKilled"));
+        apply_exit(&mut r, None);
+        assert_eq!((r.state, r.exit_code), (State::Unknown, 255));
+    }
+}

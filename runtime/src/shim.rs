@@ -1,0 +1,196 @@
+//! berthd's side of the shim: starting one per pod and speaking its
+//! protocol (`berth_shim::proto`: one JSON line each way per connection).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_shim::proto::{self, Request, Response};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+
+use crate::error::RuntimeError;
+
+/// The longest state dir whose shim sockets fit a unix socket address:
+/// `<state>/shims/<32 hex>/shim.sock` within 107 bytes.
+pub const MAX_STATE_DIR: usize = 107 - "/shims/".len() - 32 - 1 - proto::SOCKET.len();
+
+/// PATH for the shim and the OCI runtimes.
+pub const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long a shim may take to start and answer.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct Shims {
+    bin: PathBuf,
+    /// `<state>/shims`: one directory per pod.
+    dir: PathBuf,
+    starting: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl Shims {
+    pub fn new(bin: PathBuf, dir: PathBuf) -> Shims {
+        Shims {
+            bin,
+            dir,
+            starting: Default::default(),
+        }
+    }
+
+    /// The pod's shim directory (socket, pid file, exit records). Named by
+    /// the first 32 hex digits of the pod id (128 bits: unique in practice)
+    /// so the socket path fits a unix socket address (107 bytes) for any
+    /// state dir of up to [`MAX_STATE_DIR`] bytes.
+    pub fn dir(&self, pod_id: &str) -> PathBuf {
+        self.dir.join(&pod_id[..pod_id.len().min(32)])
+    }
+
+    fn socket(&self, pod_id: &str) -> PathBuf {
+        self.dir(pod_id).join(proto::SOCKET)
+    }
+
+    /// The exit record the shim wrote for a container, if any.
+    pub fn exit_record(&self, pod_id: &str, id: &str) -> Option<proto::Exit> {
+        let p = self.dir(pod_id).join(format!("{id}{}", proto::EXIT_SUFFIX));
+        let bytes = std::fs::read(p).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Whether the pod's shim answers.
+    pub async fn alive(&self, pod_id: &str) -> bool {
+        matches!(
+            call_at(&self.socket(pod_id), &Request::Hello, Some(START_TIMEOUT)).await,
+            Ok(Response::Hello { .. })
+        )
+    }
+
+    /// Starts the pod's shim unless it runs already.
+    pub async fn ensure(&self, pod_id: &str) -> Result<(), RuntimeError> {
+        let lock = {
+            let mut m = self.starting.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(pod_id.to_owned()).or_default().clone()
+        };
+        let _g = lock.lock().await;
+        if self.alive(pod_id).await {
+            return Ok(());
+        }
+        let dir = self.dir(pod_id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
+        let shim_err = |message: String| RuntimeError::Shim {
+            pod_id: pod_id.to_owned(),
+            message,
+        };
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("--pod-id")
+            .arg(pod_id)
+            .arg("--dir")
+            .arg(&dir)
+            // Nothing of berthd's environment leaks to the shim and the
+            // runtimes it starts (NOTIFY_SOCKET would make runc act as a
+            // systemd notify proxy for the container).
+            .env_clear()
+            .env("PATH", SAFE_PATH)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| shim_err(format!("starting {}: {e}", self.bin.display())))?;
+        let out = tokio::time::timeout(START_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| shim_err("did not start within 10s".into()))?
+            .map_err(|e| shim_err(format!("waiting for it to start: {e}")))?;
+        if !out.status.success() {
+            return Err(shim_err(format!(
+                "exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        tracing::debug!(pod_id, shim_pid = %pid, "shim started");
+        Ok(())
+    }
+
+    /// One request, one answer. `timeout` None waits as long as it takes
+    /// (Wait, ExecSync bound themselves).
+    pub async fn call(
+        &self,
+        pod_id: &str,
+        req: &Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response, RuntimeError> {
+        call_at(&self.socket(pod_id), req, timeout)
+            .await
+            .map_err(|message| RuntimeError::Shim {
+                pod_id: pod_id.to_owned(),
+                message,
+            })
+            .and_then(|r| match r {
+                Response::Error { kind, message } => Err(RuntimeError::from_shim(kind, message)),
+                r => Ok(r),
+            })
+    }
+
+    /// Stops the pod's shim (it kills what still runs) and removes its
+    /// directory. A shim that is gone is fine.
+    pub async fn shutdown(&self, pod_id: &str) -> Result<(), RuntimeError> {
+        let sock = self.socket(pod_id);
+        if sock.exists() {
+            match call_at(&sock, &Request::Shutdown, Some(Duration::from_secs(30))).await {
+                Ok(_) => {}
+                Err(e) => tracing::warn!(pod_id, error = %e, "shim shutdown"),
+            }
+        }
+        let dir = self.dir(pod_id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(RuntimeError::io(format!("removing {}", dir.display()), e)),
+        }
+        self.starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pod_id);
+        Ok(())
+    }
+}
+
+async fn call_at(
+    sock: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+) -> Result<Response, String> {
+    let exchange = async {
+        let stream = UnixStream::connect(sock)
+            .await
+            .map_err(|e| format!("connecting to {}: {e}", sock.display()))?;
+        let (r, mut w) = stream.into_split();
+        let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        w.write_all(&line)
+            .await
+            .map_err(|e| format!("sending request: {e}"))?;
+        let mut reader = BufReader::new(r);
+        let mut answer = String::new();
+        let n = reader
+            .read_line(&mut answer)
+            .await
+            .map_err(|e| format!("reading answer: {e}"))?;
+        if n == 0 {
+            return Err("closed the connection without answering".to_owned());
+        }
+        serde_json::from_str::<Response>(&answer).map_err(|e| format!("bad answer: {e}"))
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, exchange)
+            .await
+            .map_err(|_| format!("no answer within {t:?}"))?,
+        None => exchange.await,
+    }
+}
