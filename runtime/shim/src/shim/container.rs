@@ -274,6 +274,8 @@ impl Shim {
             Err(e) => return error(ErrorKind::Io, format!("pipe: {e}")),
         };
         let stdin = req.stdin.then_some(in_w);
+        // A record left by an earlier container of that id is stale.
+        let _ = fs::remove_file(reaper::exit_path(&self.dir, &req.id));
         let pid_file = req.bundle.join("init.pid");
         let _ = fs::remove_file(&pid_file);
         let rt_log = req.bundle.join("runtime.log");

@@ -114,7 +114,8 @@ impl Shim {
             log_file,
             conn: Some(conn),
             deadline: (req.timeout_ms > 0)
-                .then(|| Instant::now() + Duration::from_millis(req.timeout_ms)),
+                .then(|| Instant::now().checked_add(Duration::from_millis(req.timeout_ms)))
+                .flatten(),
             max_output: usize::try_from(req.max_output).unwrap_or(usize::MAX),
             pipes,
             captured: [Vec::new(), Vec::new()],

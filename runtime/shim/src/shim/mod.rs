@@ -94,9 +94,9 @@ impl Args {
             }
         }
         let pod_id = pod_id.filter(|p| !p.is_empty()).ok_or(USAGE)?;
-        let dir = dir
-            .filter(|d| d.is_absolute())
-            .ok_or("--dir must be an absolute path")?;
+        let dir = dir.filter(|d| !d.as_os_str().is_empty()).ok_or(USAGE)?;
+        // The shim chdirs to /: a relative dir is made absolute first.
+        let dir = std::path::absolute(&dir).map_err(|e| format!("--dir {}: {e}", dir.display()))?;
         Ok(Args {
             pod_id,
             dir,
@@ -508,7 +508,9 @@ mod tests {
         let a = parse(&["--dir=/d", "--pod-id=p"]).unwrap();
         assert_eq!(a.log_level, Level::Info);
         assert!(parse(&["--pod-id", "p"]).is_err());
-        assert!(parse(&["--pod-id", "p", "--dir", "rel"]).is_err());
+        let a = parse(&["--pod-id", "p", "--dir", "rel"]).unwrap();
+        assert!(a.dir.is_absolute() && a.dir.ends_with("rel"));
+        assert!(parse(&["--pod-id", "p", "--dir", ""]).is_err());
         assert!(parse(&["--pod-id", "p", "--dir", "/d", "--log-level", "loud"]).is_err());
         assert!(parse(&["--pod-id", "p", "--dir"]).is_err());
         assert!(parse(&["--bogus"]).is_err());

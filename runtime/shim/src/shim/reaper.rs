@@ -92,7 +92,16 @@ pub fn exit_path(dir: &Path, id: &str) -> std::path::PathBuf {
 impl Shim {
     /// Drains the signalfd, then reaps every child that exited.
     pub(super) fn reap(&mut self) {
-        while let Ok(Some(_)) = self.sigfd.read_signal() {}
+        while let Ok(Some(info)) = self.sigfd.read_signal() {
+            if info.ssi_signo != libc::SIGCHLD as u32 {
+                diag!(
+                    Level::Info,
+                    "ignoring signal {} from pid {}",
+                    info.ssi_signo,
+                    info.ssi_pid
+                );
+            }
+        }
         loop {
             match wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => self.reaped(pid.as_raw_nonzero().get(), status.as_raw()),

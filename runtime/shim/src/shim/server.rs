@@ -68,7 +68,10 @@ impl Shim {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    // Out of descriptors (EMFILE): the listener stays
+                    // readable; do not spin on it.
                     diag!(Level::Error, "accept: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
                     return;
                 }
             };

@@ -322,6 +322,11 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// How many descriptors a process has open.
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
 /// The parent pid of a process.
 pub fn ppid(pid: u32) -> u32 {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
