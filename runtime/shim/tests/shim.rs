@@ -668,6 +668,7 @@ fn a_broken_bundle_is_the_runtimes_error_and_leaves_nothing() {
     let (kind, msg) = error_kind(env.call(&Request::Create(env.create_request(&b, Some(&log)))));
     assert_eq!(kind, ErrorKind::Runtime);
     assert!(msg.contains("/nonexistent-berth-rootfs"), "{msg}");
+    assert!(!log.exists());
     assert!(list(&env).is_empty());
     assert!(!env.dir.join(format!("{}.exit", b.id)).exists());
     assert!(!b.path.join("init.pid").exists());

@@ -258,6 +258,8 @@ impl Shim {
                 format!("container {} exists", req.id),
             );
         }
+        // A log file this Create makes is removed again if it fails.
+        let new_log = req.log_path.as_ref().filter(|p| !p.exists()).cloned();
         let log = match req.log_path.as_deref().map(LogFile::open).transpose() {
             Ok(l) => l,
             Err(e) => return error(ErrorKind::Io, format!("opening the container log: {e}")),
@@ -323,6 +325,9 @@ impl Shim {
                 ];
                 let _ = self.call_runtime(&req.runtime, &rt_log, &del, None, CALL_TIMEOUT);
                 let _ = fs::remove_file(&pid_file);
+                if let Some(p) = new_log {
+                    let _ = fs::remove_file(p);
+                }
                 return error(ErrorKind::Runtime, f.message());
             }
         };
