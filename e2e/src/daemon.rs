@@ -326,6 +326,14 @@ impl Drop for Berthd {
         }
         let problems = self.leftovers();
         let log = self.log();
+        // Whatever a failed test left running: shims (they kill their
+        // containers), then mounts, deepest first.
+        shutdown_shims(&self.state_dir.join("shims"));
+        let mut mounts = mounts_under(&self.dir);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in mounts {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
         let _ = fs::remove_dir_all(&self.dir);
         if !problems.is_empty() && !std::thread::panicking() {
             panic!(
@@ -335,3 +343,22 @@ impl Drop for Berthd {
         }
     }
 }
+
+/// Asks every shim under `dir` to shut down (killing its containers) and
+/// waits for its answer.
+fn shutdown_shims(dir: &Path) {
+    use std::io::Write;
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let sock = e.path().join("shim.sock");
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            let _ = s.write_all(b"{\"op\":\"shutdown\"}\n");
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+        }
+    }
+}
+

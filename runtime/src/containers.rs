@@ -419,6 +419,8 @@ impl Containers {
                 rec.state
             )));
         }
+        // Taken before the call: a process may exit before start returns.
+        let started_at = now_ns();
         let started = self
             .inner
             .shims
@@ -431,7 +433,7 @@ impl Containers {
         match started {
             Ok(_) => {
                 rec.state = State::Running;
-                rec.started_at = now_ns();
+                rec.started_at = started_at;
                 self.inner.store.put(&CONTAINERS, &id, &rec)?;
                 self.watch(rec.pod_id.clone(), id.clone());
                 tracing::info!(container_id = %id, "container started");
