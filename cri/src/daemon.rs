@@ -130,7 +130,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
             state: d.state_dir.clone(),
         },
         crate::network::CniNetwork::new(config.cni.clone(), d.root_dir.join("cni/results")),
-    );
+    )
+    .with_pid_holder(containers.shim_bin().to_owned());
     pods.recover().await.map_err(StartupError::Recover)?;
     containers
         .recover()

@@ -745,3 +745,73 @@ async fn bad_container_requests_get_specific_errors() {
     assert_eq!(code(s.create(cfg).await), Code::FailedPrecondition);
     s.finish().await;
 }
+
+#[tokio::test]
+async fn containers_of_a_pod_can_share_its_pid_namespace() {
+    if !root_or_skip("containers_of_a_pod_can_share_its_pid_namespace") {
+        return;
+    }
+    let mut s = setup("ctrpidns", "berth", fixture::busybox()).await;
+    let mut cfg = pod_config("shared", &s.e.d.dir.join("logs/pod"));
+    cfg.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = NamespaceMode::Pod as i32;
+    let pod =
+        s.c.runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(cfg),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+    let mk = |s: &Setup, name: &str, cmd: &[&str]| s.config(name, cmd);
+    let a = s
+        .create_in(&pod, mk(&s, "a", &["sh", "-c", "exec sleep 1001"]))
+        .await
+        .unwrap();
+    s.start(&a).await;
+    let b = s
+        .create_in(&pod, mk(&s, "b", &["sleep", "1002"]))
+        .await
+        .unwrap();
+    s.start(&b).await;
+    // pid 1 is the pod's holder; b sees a's process.
+    let (_, init) = s.sh(&b, "tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert!(init.contains("pause") && init.contains(&pod), "{init}");
+    let (_, ps) = s.sh(&b, "ps -o args").await;
+    assert!(
+        ps.contains("sleep 1001") && ps.contains("sleep 1002"),
+        "{ps}"
+    );
+    // Stopping the pod kills the holder and with it the namespace.
+    let holder_pids: Vec<String> = fs::read_to_string(format!(
+        "/sys/fs/cgroup/pids/berth/berth-{pod}/cgroup.procs"
+    ))
+    .unwrap_or_default()
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    assert!(!holder_pids.is_empty());
+    s.c.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    for p in holder_pids {
+        let alive = fs::read_to_string(format!("/proc/{p}/status"))
+            .map(|st| !st.contains("State:\tZ"))
+            .unwrap_or(false);
+        assert!(!alive, "process {p} of the pod still runs");
+    }
+    s.finish().await;
+}

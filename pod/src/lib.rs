@@ -7,6 +7,7 @@ mod config;
 pub mod error;
 pub mod files;
 pub mod ns;
+pub mod pidns;
 pub mod pods;
 pub mod spec;
 pub mod sysctl;

@@ -34,6 +34,9 @@ pub enum NsError {
     },
     #[error("namespace thread failed")]
     Thread,
+    /// The shared PID namespace's holder process could not be started.
+    #[error("starting the PID namespace holder: {0}")]
+    PidHolder(#[source] std::io::Error),
 }
 
 /// Namespaces to create for a pod, and what to set inside them.

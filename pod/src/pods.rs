@@ -71,6 +71,8 @@ pub struct Pods<N> {
     network: N,
     /// The node's resolv.conf, for pods without DNS config.
     host_resolv: PathBuf,
+    /// `berth-shim`, whose `pause` mode holds shared PID namespaces.
+    holder_bin: Option<PathBuf>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -104,8 +106,16 @@ impl<N: PodNetwork> Pods<N> {
             dirs,
             network,
             host_resolv: PathBuf::from("/etc/resolv.conf"),
+            holder_bin: None,
             locks: Default::default(),
         }
+    }
+
+    /// The binary that holds shared PID namespaces (`berth-shim`). Without
+    /// it, pods asking for pid = POD are refused.
+    pub fn with_pid_holder(mut self, bin: PathBuf) -> Self {
+        self.holder_bin = Some(bin);
+        self
     }
 
     pub fn network(&self) -> &N {
@@ -181,6 +191,7 @@ impl<N: PodNetwork> Pods<N> {
             cgroup,
             ips: Vec::new(),
             shm: (ns.ipc != NsMode::Node).then(|| files_dir.join("shm")),
+            pid_holder: None,
             files_dir,
             spec,
         })
@@ -253,6 +264,25 @@ impl<N: PodNetwork> Pods<N> {
         tokio::task::spawn_blocking(move || ns::create(&req))
             .await
             .map_err(|_| PodError::Namespaces(ns::NsError::Thread))??;
+        if rec.spec.namespaces.pid == NsMode::Pod {
+            let bin = self.holder_bin.clone().ok_or_else(|| {
+                PodError::InvalidArgument(
+                    "a shared PID namespace needs berth-shim, which was not found".into(),
+                )
+            })?;
+            let id = rec.id.clone();
+            let pid = tokio::task::spawn_blocking(move || crate::pidns::spawn_holder(&bin, &id))
+                .await
+                .map_err(|_| PodError::Namespaces(ns::NsError::Thread))?
+                .map_err(|e| PodError::Namespaces(ns::NsError::PidHolder(e)))?;
+            rec.pid_holder = Some(pid);
+            self.cgroups
+                .add_process(&cg, pid)
+                .map_err(|source| PodError::Cgroup {
+                    path: cg.clone(),
+                    source,
+                })?;
+        }
         std::fs::create_dir_all(&rec.files_dir).map_err(PodError::Files)?;
         if let Some(shm) = &rec.shm {
             std::fs::create_dir_all(shm).map_err(PodError::Files)?;
@@ -293,6 +323,10 @@ impl<N: PodNetwork> Pods<N> {
 
     /// Network and namespaces: what StopPodSandbox releases.
     async fn stop_parts(&self, rec: &SandboxRecord) -> Result<(), PodError> {
+        if let Some(pid) = rec.pid_holder {
+            let id = rec.id.clone();
+            let _ = tokio::task::spawn_blocking(move || crate::pidns::stop_holder(pid, &id)).await;
+        }
         if let Some(netns) = &rec.netns {
             self.network
                 .teardown(NetRequest {

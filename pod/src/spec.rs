@@ -112,4 +112,8 @@ pub struct SandboxRecord {
     pub files_dir: PathBuf,
     /// /dev/shm for the pod's containers, when IPC is the pod's.
     pub shm: Option<PathBuf>,
+    /// The pid of the PID namespace holder, when the pod shares one
+    /// (namespace_options.pid = POD).
+    #[serde(default)]
+    pub pid_holder: Option<u32>,
 }

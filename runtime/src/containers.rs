@@ -128,6 +128,11 @@ impl Containers {
         &self.inner.config
     }
 
+    /// The berth-shim binary (also the PID namespace holder).
+    pub fn shim_bin(&self) -> &Path {
+        self.inner.shims.bin()
+    }
+
     fn lock_for(&self, id: &str) -> Arc<Mutex<()>> {
         let mut m = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(id.to_owned()).or_default().clone()
@@ -291,11 +296,16 @@ impl Containers {
             netns: pod.netns.clone(),
             ipc_ns: pod.ipcns.clone(),
             uts_ns: pod.utsns.clone(),
-            pid: match pod.spec.namespaces.pid {
-                NsMode::Node => PidNs::Host,
-                // A pod-wide PID namespace needs a holder process, which
-                // berth does not start yet: each container gets its own.
-                NsMode::Pod | NsMode::Container => PidNs::Container,
+            pid: match (pod.spec.namespaces.pid, pod.pid_holder) {
+                (NsMode::Node, _) => PidNs::Host,
+                (NsMode::Pod, Some(holder)) => PidNs::Pod(berth_pod::pidns::ns_path(holder)),
+                (NsMode::Pod, None) => {
+                    return Err(RuntimeError::FailedPrecondition(format!(
+                        "pod {} shares a PID namespace but has no holder process",
+                        pod.id
+                    )));
+                }
+                (NsMode::Container, _) => PidNs::Container,
             },
             hostname: pod.spec.hostname.clone(),
             hostname_file: Some(pod.files_dir.join("hostname")),

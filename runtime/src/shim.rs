@@ -40,6 +40,10 @@ impl Shims {
         }
     }
 
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
     /// The pod's shim directory (socket, pid file, exit records). Named by
     /// the first 32 hex digits of the pod id (128 bits: unique in practice)
     /// so the socket path fits a unix socket address (107 bytes) for any

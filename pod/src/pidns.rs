@@ -1,0 +1,86 @@
+//! The pod's shared PID namespace (namespace_options.pid = POD). A PID
+//! namespace lives only as long as its pid 1, so a minimal holder process
+//! (`berth-shim pause <pod-id>`: reaps orphans, exits on SIGTERM) is
+//! started as pid 1 of a new PID namespace; containers join it through
+//! `/proc/<holder>/ns/pid`. It runs in its own session, so it outlives a
+//! berthd restart; berthd kills it when the pod stops.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+/// The argument that makes `berth-shim` a PID namespace holder.
+pub const HOLDER_ARG: &str = "pause";
+
+/// Starts the holder for `pod_id`; returns its pid (in berthd's namespace).
+pub fn spawn_holder(bin: &Path, pod_id: &str) -> io::Result<u32> {
+    let bin = bin.to_owned();
+    let pod_id = pod_id.to_owned();
+    // unshare(CLONE_NEWPID) changes the namespace of the calling thread's
+    // future children only: a thread of its own keeps berthd's other
+    // spawns out of it.
+    std::thread::spawn(move || -> io::Result<u32> {
+        unshare(CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg(HOLDER_ARG)
+            .arg(&pod_id)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe; nothing else runs between
+        // fork and exec.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+        }
+        let child = cmd.spawn()?;
+        Ok(child.id())
+    })
+    .join()
+    .map_err(|_| io::Error::other("PID namespace thread panicked"))?
+}
+
+/// `/proc/<pid>/ns/pid` of the holder, the path containers join.
+pub fn ns_path(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/ns/pid"))
+}
+
+/// Whether `pid` is still `pod_id`'s holder (not a reused pid).
+pub fn is_holder(pid: u32, pod_id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.len() >= 3 && args[1] == HOLDER_ARG.as_bytes() && args[2] == pod_id.as_bytes()
+}
+
+/// Kills the holder (and with it every process left in the namespace) and
+/// reaps it when it is berthd's child. A holder already gone is fine.
+pub fn stop_holder(pid: u32, pod_id: &str) {
+    if !is_holder(pid, pod_id) {
+        return;
+    }
+    let p = Pid::from_raw(pid as i32);
+    let _ = kill(p, Signal::SIGKILL);
+    // Not our child after a berthd restart (ECHILD): init reaps it.
+    let _ = waitpid(p, Some(WaitPidFlag::empty()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_identity_needs_the_pod_id() {
+        // This test process is not a holder of anything.
+        assert!(!is_holder(std::process::id(), "p1"));
+        assert!(!is_holder(u32::MAX, "p1"));
+        assert_eq!(ns_path(42), PathBuf::from("/proc/42/ns/pid"));
+    }
+}
