@@ -361,4 +361,3 @@ fn shutdown_shims(dir: &Path) {
         }
     }
 }
-

@@ -14,7 +14,10 @@ use berth_e2e::fixture::{self, busybox};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "berth-fixture", about = "Writes berth's test images as archives")]
+#[command(
+    name = "berth-fixture",
+    about = "Writes berth's test images as archives"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
