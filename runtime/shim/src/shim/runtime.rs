@@ -52,8 +52,24 @@ pub fn global_args(rt: &Runtime, log: &Path) -> Vec<OsString> {
 }
 
 pub fn command(rt: &Runtime, log: &Path) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(&rt.path);
     cmd.args(global_args(rt, log));
+    // The shim blocks SIGCHLD and the termination signals (it reads them
+    // from a signalfd). A blocked mask survives exec, and libcontainer
+    // passes it on to the container: its process would never see SIGTERM.
+    // SAFETY: sigprocmask is async-signal-safe; nothing else runs between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
     cmd
 }
 
