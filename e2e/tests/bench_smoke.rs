@@ -1,13 +1,42 @@
 //! The benchmark harness cannot rot: every scenario runs once, on berth
-//! alone and side by side with containerd. No number is asserted.
+//! alone and side by side with containerd. No number is asserted. The list
+//! and density scenarios run with 3 pods instead of their 20 to 250.
 
 use std::process::Command;
 
 use berth_e2e::bench::Scenario;
 use berth_e2e::root_or_skip;
 
+/// Pods of the list and density scenarios in the smoke runs.
+const PODS: &str = "3";
+
+/// The larger list and density variants run the same code as list-100 and
+/// density-20: with 3 pods they would only repeat them.
+fn smoke_scenarios() -> Vec<Scenario> {
+    Scenario::ALL
+        .iter()
+        .copied()
+        .filter(|s| {
+            !matches!(
+                s,
+                Scenario::List250 | Scenario::Density100 | Scenario::Density250
+            )
+        })
+        .collect()
+}
+
+fn scenario_arg() -> String {
+    let names: Vec<&str> = smoke_scenarios().iter().map(|s| s.name()).collect();
+    names.join(",")
+}
+
 fn bench(args: &[&str]) -> (String, serde_json::Value) {
-    let dir = std::env::temp_dir().join(format!("berth-bench-smoke-{}", std::process::id()));
+    // One dir per test: they run in parallel, and each removes its own.
+    let dir = std::env::temp_dir().join(format!(
+        "berth-bench-smoke-{}-{}",
+        std::process::id(),
+        args[0]
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join(format!("{}.json", args[0]));
     let out = Command::new(env!("CARGO_BIN_EXE_berth-bench"))
@@ -32,12 +61,15 @@ fn every_scenario_runs_once_on_berth() {
     if !root_or_skip("every_scenario_runs_once_on_berth") {
         return;
     }
-    let (table, json) = bench(&["run", "--target", "berth", "-n", "1"]);
-    for s in Scenario::ALL {
+    let list = scenario_arg();
+    let (table, json) = bench(&[
+        "run", "--target", "berth", "-n", "1", "--pods", PODS, "-s", &list,
+    ]);
+    for s in &smoke_scenarios() {
         assert!(table.contains(s.name()), "{} missing:\n{table}", s.name());
     }
     let results = json["results"].as_array().unwrap();
-    assert_eq!(results.len(), Scenario::ALL.len());
+    assert_eq!(results.len(), smoke_scenarios().len());
     for r in results {
         for step in r["steps"].as_array().unwrap() {
             let samples = step["samples"].as_array().unwrap();
@@ -61,13 +93,48 @@ fn compare_runs_both_runtimes_and_cleans_up() {
             .unwrap_or_default()
     };
     let before = shim_sockets();
-    let (table, json) = bench(&["compare", "-n", "1", "--rounds", "1"]);
+    let list = scenario_arg();
+    let (table, json) = bench(&[
+        "compare", "-n", "1", "--rounds", "1", "--pods", PODS, "-s", &list,
+    ]);
     assert!(table.contains("ratio median"), "{table}");
     let rows = json["comparison"].as_array().unwrap();
     let steps: Vec<&str> = rows.iter().map(|r| r["step"].as_str().unwrap()).collect();
-    for want in ["Version", "Status", "daemon RSS"] {
+    for want in [
+        "Version",
+        "Status",
+        "daemon RSS",
+        "StartContainer",
+        "stop-ignoring",
+        "total",
+        "ExecSync true",
+        "ListContainers",
+        "start all",
+        "shim PSS avg",
+    ] {
         assert!(steps.contains(&want), "{want} not compared: {steps:?}");
     }
+    // Density measured the shims on both runtimes.
+    for runtime in ["berth", "containerd"] {
+        let density = json[runtime]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["scenario"] == "density-20")
+            .unwrap();
+        let shim = density["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == "shim RSS avg");
+        assert!(shim.is_some(), "{runtime}: no shim memory in {density}");
+    }
+    // No containerd shim of a private containerd is left running.
+    let shims =
+        berth_e2e::bench::memory::pids_with_flag("containerd-shim-runc-v2", "-address", |a| {
+            a.starts_with("/tmp/berth-e2e/ctrd-")
+        });
+    assert!(shims.is_empty(), "containerd shims left: {shims:?}");
     // The private containerd left nothing on the host.
     assert_eq!(shim_sockets(), before);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -47,6 +47,28 @@ pub fn of_pid(pid: u32) -> Option<Mem> {
 /// Pids whose command line has an argument equal to `program` (or ending in
 /// `/program`) and, if given, an argument containing `marker`.
 pub fn pids_of(program: &str, marker: Option<&str>) -> Vec<u32> {
+    pids_matching(program, |args| {
+        marker.is_none_or(|m| args.iter().any(|a| a.contains(m)))
+    })
+}
+
+/// Pids of `program` whose argument after `flag` (`--dir X`, or `--dir=X`)
+/// satisfies `value`: a runtime's shims, told apart from another
+/// instance's by their state dir or daemon address.
+pub fn pids_with_flag(program: &str, flag: &str, value: impl Fn(&str) -> bool) -> Vec<u32> {
+    let eq = format!("{flag}=");
+    pids_matching(program, |args| {
+        args.iter().enumerate().any(|(i, a)| {
+            if a == flag {
+                args.get(i + 1).is_some_and(|v| value(v))
+            } else {
+                a.strip_prefix(&eq).is_some_and(&value)
+            }
+        })
+    })
+}
+
+fn pids_matching(program: &str, pick: impl Fn(&[String]) -> bool) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -65,13 +87,20 @@ pub fn pids_of(program: &str, marker: Option<&str>) -> Vec<u32> {
         let is_program = args
             .first()
             .is_some_and(|a| a == program || a.ends_with(&format!("/{program}")));
-        let marked = marker.is_none_or(|m| args.iter().any(|a| a.contains(m)));
-        if is_program && marked {
+        // A zombie (exited, not yet reaped) holds no memory.
+        if is_program && pick(&args) && of_pid(pid).is_some() {
             pids.push(pid);
         }
     }
     pids.sort_unstable();
     pids
+}
+
+/// The sum over `pids` (those still there).
+pub fn sum(pids: &[u32]) -> Mem {
+    pids.iter()
+        .filter_map(|p| of_pid(*p))
+        .fold(Mem::default(), |a, b| a + b)
 }
 
 #[cfg(test)]
@@ -102,5 +131,27 @@ mod tests {
         let name = exe.file_name().unwrap().to_str().unwrap();
         assert!(pids_of(name, None).contains(&std::process::id()));
         assert!(!pids_of(name, Some("no-such-marker-xyz")).contains(&std::process::id()));
+    }
+
+    #[test]
+    fn finds_processes_by_flag_value() {
+        // `; :` keeps sh from exec'ing sleep, so its arguments stay.
+        let mut c = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "sleep 30; :",
+                "sh",
+                "--dir",
+                "/tmp/xyz-marker/state/s/p1",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = c.id();
+        let mine = pids_with_flag("sh", "--dir", |v| v.starts_with("/tmp/xyz-marker/state/"));
+        let other = pids_with_flag("sh", "--dir", |v| v.starts_with("/tmp/other/"));
+        let _ = c.kill();
+        let _ = c.wait();
+        assert!(mine.contains(&pid), "{mine:?}");
+        assert!(!other.contains(&pid));
     }
 }

@@ -5,6 +5,7 @@
 //! Numbers from this harness are never asserted in tests: the smoke test
 //! only checks that every scenario runs.
 
+mod containers;
 pub mod memory;
 pub mod report;
 pub mod scenario;

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_cli::client::CriClient;
@@ -67,6 +67,37 @@ pub enum Scenario {
     /// RunPodSandbox with network (bridge + host-local + portmap), then
     /// StopPodSandbox and RemovePodSandbox, each timed.
     PodLifecycle,
+    /// In one running pod: Create, Start, Stop (a shell that exits on
+    /// SIGTERM, timeout 10 s), Remove, each timed; and "stop-ignoring":
+    /// StopContainer (timeout 1 s) of a shell that ignores SIGTERM.
+    ContainerLifecycle,
+    /// RunPodSandbox, Create/Start/Stop/RemoveContainer, StopPodSandbox,
+    /// RemovePodSandbox: from nothing to removed, each step and the total.
+    FullCycle,
+    /// ExecSync of `true` and of `echo hello` in a running container.
+    ExecSync,
+    /// ListPodSandbox and ListContainers with 100 pods, one running
+    /// container each (set up and torn down, not timed).
+    #[value(name = "list-100")]
+    #[serde(rename = "list-100")]
+    List100,
+    /// The same with 250 pods.
+    #[value(name = "list-250")]
+    #[serde(rename = "list-250")]
+    List250,
+    /// Starts 20 pods with one container each (10 at a time): wall time, and
+    /// the runtime's memory (daemon + per-pod shims, RSS and PSS).
+    #[value(name = "density-20")]
+    #[serde(rename = "density-20")]
+    Density20,
+    /// The same with 100 pods.
+    #[value(name = "density-100")]
+    #[serde(rename = "density-100")]
+    Density100,
+    /// The same with 250 pods.
+    #[value(name = "density-250")]
+    #[serde(rename = "density-250")]
+    Density250,
 }
 
 impl Scenario {
@@ -78,14 +109,32 @@ impl Scenario {
         Scenario::PullWarm,
         Scenario::PullLargeCold,
         Scenario::PodLifecycle,
+        Scenario::ContainerLifecycle,
+        Scenario::FullCycle,
+        Scenario::ExecSync,
+        Scenario::List100,
+        Scenario::List250,
+        Scenario::Density20,
+        Scenario::Density100,
+        Scenario::Density250,
     ];
 
     /// Scenarios that need the image registry fixture.
     pub fn needs_registry(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            Scenario::PullCold | Scenario::PullWarm | Scenario::PullLargeCold
+            Scenario::Version | Scenario::Status | Scenario::IdleMemory | Scenario::PodLifecycle
         )
+    }
+
+    /// Pods the scenario sets up at once, for those that scale with pods.
+    pub fn pods(self) -> Option<usize> {
+        match self {
+            Scenario::List100 | Scenario::Density100 => Some(100),
+            Scenario::List250 | Scenario::Density250 => Some(250),
+            Scenario::Density20 => Some(20),
+            _ => None,
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -97,6 +146,14 @@ impl Scenario {
             Scenario::PullWarm => "pull-warm",
             Scenario::PullLargeCold => "pull-large-cold",
             Scenario::PodLifecycle => "pod-lifecycle",
+            Scenario::ContainerLifecycle => "container-lifecycle",
+            Scenario::FullCycle => "full-cycle",
+            Scenario::ExecSync => "exec-sync",
+            Scenario::List100 => "list-100",
+            Scenario::List250 => "list-250",
+            Scenario::Density20 => "density-20",
+            Scenario::Density100 => "density-100",
+            Scenario::Density250 => "density-250",
         }
     }
 }
@@ -105,6 +162,9 @@ impl Scenario {
 pub struct RunOpts {
     pub iterations: usize,
     pub concurrency: usize,
+    /// Overrides the pod count of the list and density scenarios (the
+    /// smoke test runs them with a few pods).
+    pub pods: Option<usize>,
 }
 
 /// The samples of one step, in `unit` (ms for latencies, MiB for memory).
@@ -142,8 +202,11 @@ impl ScenarioResult {
     }
 }
 
+/// The label on every pod the harness makes, so teardown finds them all.
+pub const POD_LABEL: &str = "berth-bench";
+
 /// A pod as kubelet would send it for a plain Deployment replica.
-fn bench_pod(name: &str, cgroup_parent: &str) -> k8s_cri::v1::PodSandboxConfig {
+pub(super) fn bench_pod(name: &str, cgroup_parent: &str) -> k8s_cri::v1::PodSandboxConfig {
     use k8s_cri::v1::*;
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -152,6 +215,7 @@ fn bench_pod(name: &str, cgroup_parent: &str) -> k8s_cri::v1::PodSandboxConfig {
             namespace: "bench".into(),
             attempt: 0,
         }),
+        labels: [(POD_LABEL.to_owned(), "1".to_owned())].into(),
         hostname: "bench".into(),
         dns_config: Some(DnsConfig {
             servers: vec!["10.96.0.10".into()],
@@ -206,7 +270,7 @@ pub async fn settle() {
     }
 }
 
-async fn pull(c: &mut CriClient, image: &str) -> Result<(), String> {
+pub(super) async fn pull(c: &mut CriClient, image: &str) -> Result<(), String> {
     c.image
         .pull_image(k8s_cri::v1::PullImageRequest {
             image: Some(k8s_cri::v1::ImageSpec {
@@ -239,12 +303,12 @@ fn ms(d: Duration) -> f64 {
 
 /// Collects (step, duration) samples from concurrent workers.
 #[derive(Debug, Default)]
-struct Recorder {
+pub(super) struct Recorder {
     steps: Mutex<Vec<StepResult>>,
 }
 
 impl Recorder {
-    async fn record(&self, step: &str, d: Duration) {
+    pub(super) async fn record(&self, step: &str, d: Duration) {
         let mut steps = self.steps.lock().await;
         match steps.iter_mut().find(|s| s.step == step) {
             Some(s) => s.samples.push(ms(d)),
@@ -267,7 +331,9 @@ pub async fn timed<T, E: std::fmt::Debug>(
 }
 
 /// Runs `iteration` `opts.iterations` times on `opts.concurrency` workers.
-async fn run_iterations<F, Fut>(
+/// After a failure no new iteration starts; the first error is returned
+/// once every worker has finished (so teardown never races a worker).
+pub(super) async fn run_iterations<F, Fut>(
     client: &CriClient,
     opts: RunOpts,
     iteration: F,
@@ -278,24 +344,40 @@ where
 {
     let rec = Arc::new(Recorder::default());
     let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
     let iteration = Arc::new(iteration);
     let mut workers = Vec::new();
     for _ in 0..opts.concurrency.max(1) {
-        let (client, rec, next, iteration) =
-            (client.clone(), rec.clone(), next.clone(), iteration.clone());
+        let (client, rec, next, failed, iteration) = (
+            client.clone(),
+            rec.clone(),
+            next.clone(),
+            failed.clone(),
+            iteration.clone(),
+        );
         let n = opts.iterations;
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
+                if i >= n || failed.load(Ordering::Relaxed) {
                     return Ok::<(), String>(());
                 }
-                iteration(client.clone(), i, rec.clone()).await?;
+                if let Err(e) = iteration(client.clone(), i, rec.clone()).await {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
         }));
     }
+    let mut first_error = None;
     for w in workers {
-        w.await.map_err(|e| e.to_string())??;
+        let r = w.await.map_err(|e| e.to_string()).and_then(|r| r);
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     let steps = std::mem::take(&mut *rec.steps.lock().await);
     Ok(steps)
@@ -393,16 +475,15 @@ impl Scenario {
                 ]
             }
             Scenario::PodLifecycle => {
-                let parent = match target {
-                    Target::Containerd(_) => crate::containerd::CGROUP_PARENT.to_owned(),
-                    _ => String::new(),
-                };
+                let parent = target.cgroup_parent().to_owned();
+                let handler = target.runtime_handler().to_owned();
                 let nonce = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_nanos())
                     .unwrap_or_default();
                 run_iterations(client, opts, move |mut c, i, rec| {
                     let parent = parent.clone();
+                    let handler = handler.clone();
                     async move {
                         let config = bench_pod(&format!("bench-{nonce}-{i}"), &parent);
                         let start = Instant::now();
@@ -410,7 +491,7 @@ impl Scenario {
                             .runtime
                             .run_pod_sandbox(k8s_cri::v1::RunPodSandboxRequest {
                                 config: Some(config),
-                                runtime_handler: String::new(),
+                                runtime_handler: handler,
                             })
                             .await
                             .map_err(|e| format!("RunPodSandbox: {e}"))?
@@ -437,6 +518,16 @@ impl Scenario {
                     }
                 })
                 .await?
+            }
+            Scenario::ContainerLifecycle
+            | Scenario::FullCycle
+            | Scenario::ExecSync
+            | Scenario::List100
+            | Scenario::List250
+            | Scenario::Density20
+            | Scenario::Density100
+            | Scenario::Density250 => {
+                super::containers::run(self, target, client, opts, &fixtures()?.busybox).await?
             }
             Scenario::IdleMemory => {
                 // Let start-up allocations settle before reading.

@@ -14,6 +14,9 @@ use crate::daemon::Berthd;
 pub struct BerthTarget {
     pub daemon: Berthd,
     pub bridge: String,
+    /// The RuntimeClass handler of the bench's pods: "" is berthd's
+    /// default (`berth`, berth-runtime), or `runc`.
+    pub handler: String,
 }
 
 impl Drop for BerthTarget {
@@ -60,14 +63,14 @@ impl Target {
             Target::Berth(b) => {
                 let d = &b.daemon;
                 let daemon = memory::of_pid(d.pid().as_raw() as u32)?;
-                let shim_pids = memory::pids_of("berth-shim", Some(d.state_dir.to_str()?));
-                let shims = shim_pids
-                    .iter()
-                    .filter_map(|p| memory::of_pid(*p))
-                    .fold(Mem::default(), |a, b| a + b);
+                // berthd starts each pod's shim with `--dir <state>/shims/<pod>`.
+                let state = d.state_dir.clone();
+                let shim_pids = memory::pids_with_flag("berth-shim", "--dir", |v| {
+                    Path::new(v).starts_with(&state)
+                });
                 Some(RuntimeMem {
                     daemon,
-                    shims,
+                    shims: memory::sum(&shim_pids),
                     shim_count: shim_pids.len(),
                 })
             }
@@ -80,6 +83,34 @@ impl Target {
                 })
             }
             Target::Endpoint(_) => None,
+        }
+    }
+
+    /// The `runtime_handler` of the pods the scenarios run.
+    pub fn runtime_handler(&self) -> &str {
+        match self {
+            Target::Berth(b) => &b.handler,
+            _ => "",
+        }
+    }
+
+    /// The cgroup parent of the bench's pods ("" = the runtime's default).
+    pub fn cgroup_parent(&self) -> &str {
+        match self {
+            Target::Containerd(_) => crate::containerd::CGROUP_PARENT,
+            _ => "",
+        }
+    }
+
+    /// Where the pods' log directories go: inside the runtime's scratch
+    /// dir, so a failed run leaves none behind.
+    pub fn log_root(&self) -> PathBuf {
+        match self {
+            Target::Berth(b) => b.daemon.dir.join("podlogs"),
+            Target::Containerd(c) => c.dir.join("podlogs"),
+            Target::Endpoint(_) => {
+                std::env::temp_dir().join(format!("berth-bench-logs-{}", std::process::id()))
+            }
         }
     }
 }

@@ -37,6 +37,14 @@ struct Common {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Pods in the list and density scenarios, instead of their own count
+    /// (100, 250, 20, ...): the smoke test runs them with a few.
+    #[arg(long, value_name = "N")]
+    pods: Option<usize>,
+    /// berth's RuntimeClass handler for the bench's pods: "" is berthd's
+    /// default (berth-runtime), or "runc". containerd always runs runc.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    berth_handler: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -74,7 +82,7 @@ enum Cmd {
     },
 }
 
-async fn start(which: Which) -> Target {
+async fn start(which: Which, berth_handler: &str) -> Target {
     match which {
         Which::Berth => {
             // The same network config shape containerd gets (bridge +
@@ -92,7 +100,11 @@ async fn start(which: Which) -> Target {
             );
             std::fs::write(d.cni_conf_dir.join("10-bridge.conflist"), conflist).unwrap();
             d.spawn_and_wait_ready();
-            Target::Berth(berth_e2e::bench::target::BerthTarget { daemon: d, bridge })
+            Target::Berth(berth_e2e::bench::target::BerthTarget {
+                daemon: d,
+                bridge,
+                handler: berth_handler.to_owned(),
+            })
         }
         Which::Containerd => Target::Containerd(Containerd::start().await),
     }
@@ -160,7 +172,7 @@ async fn real_main(cli: Cli) -> Result<(), String> {
                     .to_possible_value()
                     .and_then(|v| v.get_help().map(|h| h.to_string()))
                     .unwrap_or_default();
-                println!("{:<14} {help}", s.name());
+                println!("{:<20} {help}", s.name());
             }
             Ok(())
         }
@@ -172,12 +184,13 @@ async fn real_main(cli: Cli) -> Result<(), String> {
             let opts = RunOpts {
                 iterations: common.iterations,
                 concurrency: common.concurrency,
+                pods: common.pods,
             };
             let t = match endpoint {
                 Some(e) => Target::Endpoint(
                     berth_cli::endpoint::socket_path(&e).map_err(|e| e.to_string())?,
                 ),
-                None => start(target).await,
+                None => start(target, &common.berth_handler).await,
             };
             let list = scenarios(&common);
             let fixtures = fixtures_for(&list).await;
@@ -206,11 +219,12 @@ async fn real_main(cli: Cli) -> Result<(), String> {
             let opts = RunOpts {
                 iterations: common.iterations,
                 concurrency: common.concurrency,
+                pods: common.pods,
             };
             let list = scenarios(&common);
             let fixtures = fixtures_for(&list).await;
-            let berth = start(Which::Berth).await;
-            let containerd = start(Which::Containerd).await;
+            let berth = start(Which::Berth, &common.berth_handler).await;
+            let containerd = start(Which::Containerd, "").await;
             let (mut b, mut c) = (Vec::new(), Vec::new());
             for round in 0..rounds.max(1) {
                 eprintln!("berth-bench: round {}/{rounds}", round + 1);
@@ -225,8 +239,12 @@ async fn real_main(cli: Cli) -> Result<(), String> {
             }
             let rows = report::compare(&b, &c);
             let machine = Machine::probe();
+            let handler = match common.berth_handler.as_str() {
+                "" => "berth's default handler",
+                h => h,
+            };
             println!(
-                "# {} · {} CPUs · {} GiB · kernel {} · {} · {}\n# {} rounds × {} iterations, concurrency {}; ratio = berth / containerd (below 1: berth faster or smaller)",
+                "# {} · {} CPUs · {} GiB · kernel {} · {} · {}\n# {} rounds × {} iterations, concurrency {}; berth pods on {handler}; ratio = berth / containerd (below 1: berth faster or smaller)",
                 machine.date,
                 machine.cpus,
                 machine.memory_gib,
@@ -244,6 +262,7 @@ async fn real_main(cli: Cli) -> Result<(), String> {
                 rounds: usize,
                 iterations: usize,
                 concurrency: usize,
+                berth_handler: &'a str,
                 comparison: &'a [report::Comparison],
                 berth: &'a [ScenarioResult],
                 containerd: &'a [ScenarioResult],
@@ -255,6 +274,7 @@ async fn real_main(cli: Cli) -> Result<(), String> {
                     rounds,
                     iterations: opts.iterations,
                     concurrency: opts.concurrency,
+                    berth_handler: &common.berth_handler,
                     comparison: &rows,
                     berth: &b,
                     containerd: &c,
