@@ -143,6 +143,11 @@ impl Containers {
         m.remove(id);
     }
 
+    /// The binary of a handler ("" = the default), if it can be found.
+    pub fn handler_binary(&self, handler: &str) -> Result<PathBuf, RuntimeError> {
+        self.runtime_for(handler).map(|r| r.path)
+    }
+
     /// The proto's runtime description for a handler.
     fn runtime_for(&self, handler: &str) -> Result<proto::Runtime, RuntimeError> {
         let (name, h) = self.inner.config.handler(handler).ok_or_else(|| {

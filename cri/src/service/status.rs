@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use berth_pod::CgroupDriver;
-use k8s_cri::v1::{RuntimeCondition, RuntimeStatus, StatusResponse};
+use k8s_cri::v1::{
+    RuntimeCondition, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusResponse,
+};
 use serde_json::json;
 
 use super::Shared;
@@ -43,6 +45,9 @@ fn runtime_failure(shared: &Shared) -> Option<(&'static str, String)> {
             format!("state dir {} does not exist", state.display()),
         ));
     }
+    if let Err(e) = shared.containers.handler_binary("") {
+        return Some(("RuntimeBinaryMissing", e.to_string()));
+    }
     if shared.config.pod.cgroup_driver == CgroupDriver::Systemd
         && !Path::new("/run/systemd/system").is_dir()
     {
@@ -69,9 +74,37 @@ pub fn status(shared: &Shared, verbose: bool) -> StatusResponse {
     StatusResponse {
         status: Some(RuntimeStatus { conditions }),
         info,
-        runtime_handlers: Vec::new(),
+        runtime_handlers: runtime_handlers(shared),
         features: None,
     }
+}
+
+/// The configured RuntimeClass handlers, the default one also under the
+/// empty name (as kubelet expects). Recursive read-only mounts need
+/// mount_setattr (Linux 5.12); user namespaces are not supported yet.
+fn runtime_handlers(shared: &Shared) -> Vec<RuntimeHandler> {
+    let features = RuntimeHandlerFeatures {
+        recursive_read_only_mounts: kernel_at_least(5, 12),
+        user_namespaces: false,
+    };
+    let rt = &shared.config.runtime;
+    std::iter::once(String::new())
+        .chain(rt.handlers.keys().cloned())
+        .map(|name| RuntimeHandler {
+            name,
+            features: Some(features),
+        })
+        .collect()
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
 }
 
 fn info(shared: &Shared, network: &berth_cni::NetworkStatus) -> HashMap<String, String> {
