@@ -1,0 +1,796 @@
+//! berth-runtime on real bundles, as root: a busybox rootfs, new namespaces,
+//! a cgroup per test, stdio as pipes. The test process is a child subreaper
+//! so container inits are reparented to it and reaped here.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_berth-runtime");
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// True when the test may run; prints a skip line (or fails under CI).
+fn have_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("berth-oci runtime tests need root (CI=true)");
+    }
+    eprintln!("SKIP: berth-oci runtime tests need root");
+    false
+}
+
+fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Every directory of the cgroup `path` (all v1 hierarchies, or the v2 one).
+fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    let rel = path.trim_start_matches('/');
+    if cgroup_v2() {
+        return vec![Path::new("/sys/fs/cgroup").join(rel)];
+    }
+    let mut dirs = Vec::new();
+    for e in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = e.path();
+        // Skip the comma-joined controller symlinks (cpu -> cpu,cpuacct).
+        if fs::symlink_metadata(&p)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            dirs.push(p.join(rel));
+        }
+    }
+    dirs
+}
+
+fn memory_limit_file(path: &str) -> PathBuf {
+    let rel = path.trim_start_matches('/');
+    if cgroup_v2() {
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.max")
+    } else {
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.limit_in_bytes")
+    }
+}
+
+/// One container's world: bundle, state root, log file, cgroup. Drop
+/// removes everything, also when the test failed half way.
+///
+/// A reaper thread waits for the processes this test adopted (inits and
+/// detached exec'd processes, reparented here), as berth's shim does: a
+/// dying init waits until every process of its pid namespace is reaped.
+struct Env {
+    dir: tempfile::TempDir,
+    id: String,
+    cgroup: String,
+    pids: Arc<Mutex<Vec<i32>>>,
+    stop: Arc<AtomicBool>,
+    reaper: Option<JoinHandle<()>>,
+}
+
+fn reap_loop(pids: Arc<Mutex<Vec<i32>>>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let list = pids.lock().unwrap().clone();
+        for pid in list {
+            match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => {}
+                _ => pids.lock().unwrap().retain(|&p| p != pid),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Env {
+    fn new(tag: &str) -> Env {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let dir = tempfile::Builder::new()
+            .prefix("berth-oci-test-")
+            .tempdir()
+            .unwrap();
+        let rootfs = dir.path().join("bundle/rootfs");
+        for d in ["bin", "proc", "dev", "sys", "tmp"] {
+            fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for applet in ["sh", "sleep", "cat", "echo", "mkdir", "id", "true"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reaper = {
+            let (pids, stop) = (pids.clone(), stop.clone());
+            std::thread::spawn(move || reap_loop(pids, stop))
+        };
+        Env {
+            dir,
+            id: format!("berth-oci-test-{tag}-{pid}-{n}"),
+            cgroup: format!("/berth-oci-test-{pid}-{n}"),
+            pids,
+            stop,
+            reaper: Some(reaper),
+        }
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("runtime.log")
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// config.json running `args`, with new pid/mount/ipc/uts/net namespaces,
+    /// the default mounts and this test's cgroup.
+    fn write_config(&self, args: &[&str], seccomp: Option<Value>) {
+        let mut linux = json!({
+            "cgroupsPath": self.cgroup,
+            "namespaces": [
+                {"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "network"}
+            ],
+            "maskedPaths": ["/proc/kcore", "/proc/keys"],
+            "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"]
+        });
+        if let Some(s) = seccomp {
+            linux["seccomp"] = s;
+        }
+        let caps = json!([
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FOWNER",
+            "CAP_KILL",
+            "CAP_SETUID",
+            "CAP_SETGID"
+        ]);
+        let config = json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "hostname": "berth-test",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": args,
+                "env": ["PATH=/bin", "TERM=xterm"],
+                "cwd": "/",
+                // Lower than the test's own: the VM lacks CAP_SYS_RESOURCE,
+                // the runtime must clamp it rather than fail.
+                "oomScoreAdj": -999,
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                "noNewPrivileges": false
+            },
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                 "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                 "options": ["nosuid", "noexec", "nodev", "ro"]}
+            ],
+            "linux": linux
+        });
+        fs::write(
+            self.bundle().join("config.json"),
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
+        .unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--log")
+            .arg(self.log())
+            .arg("--log-format")
+            .arg("json")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Runs a runtime command to completion: (status, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        let out = self.cmd(args).output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (st, out, err) = self.run(args);
+        assert!(
+            st.success(),
+            "berth-runtime {args:?}: {st}\nstderr: {err}\nlog: {}",
+            self.log_text()
+        );
+        out
+    }
+
+    /// Runs a runtime command that leaves a process behind holding its stdio
+    /// pipes (exec --detach): waits for the runtime only.
+    fn run_detached(&self, args: &[&str]) {
+        let st = self.cmd(args).spawn().unwrap().wait().unwrap();
+        assert!(
+            st.success(),
+            "berth-runtime {args:?}: {st}\nlog: {}",
+            self.log_text()
+        );
+    }
+
+    fn adopt(&self, pid: i32) {
+        self.pids.lock().unwrap().push(pid);
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    /// `create` with stdio pipes; returns the read ends of the runtime's
+    /// stdout/stderr pipes are now the container's.
+    fn create(&mut self) -> Pipes {
+        let bundle = self.bundle();
+        let pid_file = self.path("init.pid");
+        let mut child = self
+            .cmd(&[
+                "create",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                &self.id,
+            ])
+            .spawn()
+            .unwrap();
+        let st = child.wait().unwrap();
+        assert!(st.success(), "create: {st}\nlog: {}", self.log_text());
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        self.adopt(pid);
+        Pipes {
+            stdout: child.stdout.take().unwrap(),
+            stderr: child.stderr.take().unwrap(),
+        }
+    }
+
+    fn state(&self) -> Value {
+        serde_json::from_str(&self.ok(&["state", &self.id])).unwrap()
+    }
+
+    fn wait_status(&self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = self.state();
+            if st["status"] == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "state never {want}: {st}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the reaper has collected every adopted process.
+    fn reap(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.pids.lock().unwrap().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.run(&["delete", "--force", &self.id.clone()]);
+        for dir in cgroup_dirs(&self.cgroup) {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for p in procs.lines().filter_map(|l| l.parse().ok()) {
+                    let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                }
+            }
+            for _ in 0..100 {
+                if !dir.exists() || fs::remove_dir(&dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let pids = self.pids.lock().unwrap().clone();
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        self.reap();
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(r) = self.reaper.take() {
+            let _ = r.join();
+        }
+    }
+}
+
+/// The container's stdout and stderr (given to `create` as pipes).
+struct Pipes {
+    stdout: ChildStdout,
+    stderr: ChildStderr,
+}
+
+/// Reads from a pipe until `needle` shows up (or panics after 10 s).
+fn read_until(pipe: &mut ChildStdout, needle: &str) -> String {
+    let flags = OFlag::from_bits_truncate(fcntl(pipe.as_fd(), FcntlArg::F_GETFL).unwrap());
+    fcntl(pipe.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("read pipe: {e}"),
+        }
+        if String::from_utf8_lossy(&got).contains(needle) || Instant::now() > deadline {
+            break;
+        }
+    }
+    let s = String::from_utf8_lossy(&got).into_owned();
+    assert!(s.contains(needle), "{needle:?} not seen; got {s:?}");
+    s
+}
+
+fn assert_gone(env: &Env) {
+    assert!(!env.root().join(&env.id).exists(), "state dir left behind");
+    assert!(
+        !env.root().join(".berth").join(&env.id).exists(),
+        "sidecar left behind"
+    );
+    for dir in cgroup_dirs(&env.cgroup) {
+        assert!(!dir.exists(), "cgroup {} left behind", dir.display());
+    }
+}
+
+fn last_log_error(env: &Env) -> String {
+    env.log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .rfind(|v| v["level"] == "error")
+        .map(|v| v["msg"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn lifecycle_create_start_kill_delete() {
+    if !have_root() {
+        return;
+    }
+    let mut env = Env::new("life");
+    env.write_config(
+        &[
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 0' TERM; echo hello; while true; do sleep 0.1; done",
+        ],
+        None,
+    );
+    let mut pipes = env.create();
+    let init = env.pids.lock().unwrap()[0];
+
+    let st = env.state();
+    assert_eq!(st["status"], "created", "{st}");
+    assert_eq!(st["pid"], init, "{st}");
+    assert_eq!(st["id"], env.id.as_str());
+    assert_eq!(
+        st["bundle"],
+        fs::canonicalize(env.bundle()).unwrap().to_str().unwrap()
+    );
+    assert!(st["ociVersion"].is_string());
+    assert!(st["annotations"].is_object());
+    assert!(
+        cgroup_dirs(&env.cgroup).iter().any(|d| d.exists()),
+        "container cgroup missing"
+    );
+    // The init sits in the container's cgroup.
+    let procs = fs::read_to_string(
+        cgroup_dirs(&env.cgroup)
+            .into_iter()
+            .find(|d| d.exists())
+            .unwrap()
+            .join("cgroup.procs"),
+    )
+    .unwrap();
+    assert!(procs.lines().any(|l| l == init.to_string()), "{procs}");
+
+    env.ok(&["start", &env.id]);
+    assert_eq!(env.state()["status"], "running");
+    let mut stdout = pipes.stdout;
+    read_until(&mut stdout, "hello\n");
+
+    // A second start fails.
+    let (st, _, _) = env.run(&["start", &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        last_log_error(&env).contains("start container"),
+        "{}",
+        env.log_text()
+    );
+
+    // Default signal: SIGTERM.
+    env.ok(&["kill", &env.id]);
+    read_until(&mut stdout, "bye\n");
+    env.wait_status("stopped");
+    assert_eq!(env.state()["pid"], 0);
+
+    env.ok(&["delete", &env.id]);
+    env.reap();
+    assert_gone(&env);
+    let (st, _, _) = env.run(&["state", &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert!(last_log_error(&env).contains("does not exist"));
+
+    // Nothing went to the container's stderr; no error while it ran.
+    let mut err = String::new();
+    pipes.stderr.read_to_string(&mut err).unwrap();
+    assert_eq!(err, "");
+}
+
+#[test]
+fn exec_exit_codes_output_and_pid_file() {
+    if !have_root() {
+        return;
+    }
+    let mut env = Env::new("exec");
+    env.write_config(&["sleep", "1000"], None);
+    let _pipes = env.create();
+    env.ok(&["start", &env.id]);
+
+    // Foreground: output on its stdout, its exit code is ours.
+    let (st, out, err) = env.run(&[
+        "exec",
+        "--env",
+        "FOO=bar",
+        &env.id,
+        "sh",
+        "-c",
+        "echo out-$FOO; echo err >&2; exit 3",
+    ]);
+    assert_eq!(st.code(), Some(3), "stderr {err}\nlog {}", env.log_text());
+    assert_eq!(out, "out-bar\n");
+    assert_eq!(err, "err\n");
+
+    // --process JSON, as runc.
+    let process = env.path("process.json");
+    fs::write(
+        &process,
+        json!({"args": ["sh", "-c", "echo from-json; exit 5"], "env": ["PATH=/bin"], "cwd": "/tmp",
+               "user": {"uid": 0, "gid": 0}, "oomScoreAdj": -999})
+        .to_string(),
+    )
+    .unwrap();
+    let (st, out, _) = env.run(&["exec", "--process", process.to_str().unwrap(), &env.id]);
+    assert_eq!(st.code(), Some(5), "log {}", env.log_text());
+    assert_eq!(out, "from-json\n");
+
+    // --pid-file has the pid while it runs; SIGKILL it: 128+9.
+    let pid_file = env.path("exec.pid");
+    let mut child = env
+        .cmd(&[
+            "exec",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &env.id,
+            "sleep",
+            "1000",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists() {
+        assert!(Instant::now() < deadline, "no exec pid file");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).starts_with("sleep\0"));
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+
+    // --detach: returns at once, the process runs on in the container.
+    let pid_file = env.path("detached.pid");
+    env.run_detached(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &env.id,
+        "sleep",
+        "1000",
+    ]);
+    let pid: i32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    env.adopt(pid);
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).starts_with("sleep\0"));
+
+    // Exec in a stopped container fails.
+    env.ok(&["kill", &env.id, "KILL"]);
+    env.wait_status("stopped");
+    let (st, _, _) = env.run(&["exec", &env.id, "true"]);
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        last_log_error(&env).contains("cannot exec in a stopped container"),
+        "{}",
+        env.log_text()
+    );
+    env.ok(&["delete", &env.id]);
+    env.reap();
+    assert_gone(&env);
+}
+
+#[test]
+fn failed_create_reports_in_log_and_leaves_nothing() {
+    if !have_root() {
+        return;
+    }
+    // 1. Missing rootfs.
+    let env = Env::new("norootfs");
+    env.write_config(&["true"], None);
+    fs::remove_dir_all(env.bundle().join("rootfs")).unwrap();
+    let bundle = env.bundle();
+    let (st, out, err) = env.run(&["create", "--bundle", bundle.to_str().unwrap(), &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(out, "");
+    assert_eq!(err, "", "stderr must stay clean with --log");
+    let msg = last_log_error(&env);
+    assert!(
+        msg.starts_with(&format!("create container {}: ", env.id)),
+        "{msg}"
+    );
+    assert!(msg.ends_with("No such file or directory"), "{msg}");
+    assert_gone(&env);
+
+    // 2. Not a bundle at all.
+    let env = Env::new("nobundle");
+    let missing = env.path("no-such-bundle");
+    let (st, _, err) = env.run(&["create", "-b", missing.to_str().unwrap(), &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(err, "");
+    assert!(last_log_error(&env).contains("No such file or directory"));
+    assert_gone(&env);
+
+    // 3. Broken config.json.
+    let env = Env::new("badjson");
+    fs::write(env.bundle().join("config.json"), "{not json").unwrap();
+    let bundle = env.bundle();
+    let (st, _, err) = env.run(&["create", "-b", bundle.to_str().unwrap(), &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(err, "");
+    assert!(
+        last_log_error(&env).contains("config.json"),
+        "{}",
+        env.log_text()
+    );
+    assert_gone(&env);
+
+    // 4. Fails inside libcontainer after the cgroup exists: no such binary.
+    let env = Env::new("noexe");
+    env.write_config(&["/bin/no-such-binary"], None);
+    let bundle = env.bundle();
+    let (st, _, err) = env.run(&["create", "-b", bundle.to_str().unwrap(), &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(err, "");
+    let msg = last_log_error(&env);
+    assert!(
+        msg.starts_with(&format!("create container {}: ", env.id)),
+        "{msg}"
+    );
+    assert_gone(&env);
+
+    // 5. The same id twice: the second create fails, the first is untouched.
+    let mut env = Env::new("twice");
+    env.write_config(&["sleep", "1000"], None);
+    let _pipes = env.create();
+    let bundle = env.bundle();
+    let (st, _, _) = env.run(&["create", "-b", bundle.to_str().unwrap(), &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert!(last_log_error(&env).contains("already exists"));
+    assert_eq!(env.state()["status"], "created");
+    env.ok(&["delete", &env.id]);
+    env.reap();
+    assert_gone(&env);
+}
+
+#[test]
+fn update_resources_sets_memory_limit() {
+    if !have_root() {
+        return;
+    }
+    let mut env = Env::new("update");
+    env.write_config(&["sleep", "1000"], None);
+    let _pipes = env.create();
+    env.ok(&["start", &env.id]);
+    let res = env.path("resources.json");
+    fs::write(
+        &res,
+        json!({"memory": {"limit": 64 * 1024 * 1024}}).to_string(),
+    )
+    .unwrap();
+    env.ok(&["update", "--resources", res.to_str().unwrap(), &env.id]);
+    let got = fs::read_to_string(memory_limit_file(&env.cgroup)).unwrap();
+    assert_eq!(got.trim(), (64 * 1024 * 1024).to_string());
+
+    // From stdin with -r -.
+    let mut child = env
+        .cmd(&["update", "-r", "-", &env.id])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(
+                json!({"memory": {"limit": 32 * 1024 * 1024}})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "{}", env.log_text());
+    let got = fs::read_to_string(memory_limit_file(&env.cgroup)).unwrap();
+    assert_eq!(got.trim(), (32 * 1024 * 1024).to_string());
+
+    // Garbage is an error.
+    fs::write(&res, "{not json").unwrap();
+    let (st, _, _) = env.run(&["update", "-r", res.to_str().unwrap(), &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert!(last_log_error(&env).starts_with(&format!("update container {}", env.id)));
+
+    env.ok(&["delete", "--force", &env.id]);
+    env.reap();
+    assert_gone(&env);
+}
+
+#[test]
+fn seccomp_denies_mkdir_in_init_and_exec() {
+    if !have_root() {
+        return;
+    }
+    let mut env = Env::new("seccomp");
+    let seccomp = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    });
+    env.write_config(
+        &["sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?; sleep 1000"],
+        Some(seccomp),
+    );
+    let pipes = env.create();
+    env.ok(&["start", &env.id]);
+    let mut stdout = pipes.stdout;
+    let out = read_until(&mut stdout, "rc=1");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(!env.bundle().join("rootfs/tmp/x").exists());
+
+    // exec'd processes get the container's profile too.
+    let (st, out, err) = env.run(&["exec", &env.id, "sh", "-c", "mkdir /tmp/y 2>&1; echo rc=$?"]);
+    assert!(st.success(), "{err} {}", env.log_text());
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(!env.bundle().join("rootfs/tmp/y").exists());
+
+    env.ok(&["delete", "--force", &env.id]);
+    env.reap();
+    assert_gone(&env);
+}
+
+#[test]
+fn delete_rules_match_runc() {
+    if !have_root() {
+        return;
+    }
+    let mut env = Env::new("delete");
+    // Unknown id: error, unless --force.
+    let (st, _, _) = env.run(&["delete", &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert!(last_log_error(&env).contains("does not exist"));
+    env.ok(&["delete", "--force", &env.id]);
+
+    env.write_config(&["sleep", "1000"], None);
+    let _pipes = env.create();
+    env.ok(&["start", &env.id]);
+    // Running: refused without --force.
+    let (st, _, _) = env.run(&["delete", &env.id]);
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        last_log_error(&env).contains("not stopped: running"),
+        "{}",
+        env.log_text()
+    );
+    assert_eq!(env.state()["status"], "running");
+    // kill --all reaches every process; then a forced delete of the rest.
+    let pid_file = env.path("detached.pid");
+    env.run_detached(&[
+        "exec",
+        "-d",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &env.id,
+        "sleep",
+        "999",
+    ]);
+    env.adopt(
+        fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    );
+    env.ok(&["kill", "--all", &env.id, "SIGSTOP"]);
+    env.ok(&["kill", "-a", &env.id, "18"]);
+    env.ok(&["delete", "--force", &env.id]);
+    env.reap();
+    assert_gone(&env);
+
+    // A created (never started) container deletes without --force.
+    let mut env = Env::new("delcreated");
+    env.write_config(&["sleep", "1000"], None);
+    let _pipes = env.create();
+    env.ok(&["delete", &env.id]);
+    env.reap();
+    assert_gone(&env);
+}
+
+#[test]
+fn bad_command_line_goes_to_log() {
+    if !have_root() {
+        return;
+    }
+    let env = Env::new("cli");
+    let (st, _, err) = env.run(&["kill", &env.id, "NOSUCHSIGNAL"]);
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(err, "");
+    assert!(
+        last_log_error(&env).contains("invalid signal"),
+        "{}",
+        env.log_text()
+    );
+    let (st, _, err) = env.run(&["frobnicate"]);
+    assert_eq!(st.code(), Some(1));
+    assert_eq!(err, "");
+    assert!(!last_log_error(&env).is_empty());
+}
