@@ -261,11 +261,18 @@ async fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
     // Capabilities that have not landed answer UNIMPLEMENTED, never a fake success.
     let e = c
         .runtime
-        .create_container(CreateContainerRequest::default())
+        .port_forward(PortForwardRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("CreateContainer"));
+    assert!(e.message().contains("PortForward"));
+    let e = c
+        .runtime
+        .create_container(CreateContainerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("config is required"), "{}", e.message());
     let e = c
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest::default())
