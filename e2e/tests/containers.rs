@@ -408,9 +408,22 @@ async fn lifecycle(tag: &str, handler: &'static str) {
     let stubborn = s
         .run(
             "stubborn",
-            &["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"],
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM; echo trapped; while :; do sleep 0.1; done",
+            ],
         )
         .await;
+    // SIGTERM must arrive after the trap, not to the runtime's init.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(s.log_file("stubborn"))
+        .unwrap_or_default()
+        .contains("trapped")
+    {
+        assert!(Instant::now() < deadline, "stubborn never set its trap");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t0 = Instant::now();
     s.stop(&stubborn, 2).await;
     let took = t0.elapsed();
@@ -614,7 +627,19 @@ async fn oom_kills_are_reported() {
     if !root_or_skip("oom_kills_are_reported") {
         return;
     }
-    let mut s = setup("ctroom", "berth", fixture::busybox()).await;
+    oom("ctroom", "berth").await;
+}
+
+#[tokio::test]
+async fn oom_kills_are_reported_with_runc() {
+    if !root_or_skip("oom_kills_are_reported_with_runc") {
+        return;
+    }
+    oom("ctroomrunc", "runc").await;
+}
+
+async fn oom(tag: &str, handler: &'static str) {
+    let mut s = setup(tag, handler, fixture::busybox()).await;
     let mut cfg = s.config("hog", &["sh", "-c", "head -c 200000000 /dev/zero | tail"]);
     cfg.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
         memory_limit_in_bytes: 16 << 20,
@@ -637,7 +662,19 @@ async fn containers_outlive_a_killed_daemon() {
     if !root_or_skip("containers_outlive_a_killed_daemon") {
         return;
     }
-    let mut s = setup("ctrkill", "berth", fixture::busybox()).await;
+    outlive("ctrkill", "berth").await;
+}
+
+#[tokio::test]
+async fn containers_outlive_a_killed_daemon_with_runc() {
+    if !root_or_skip("containers_outlive_a_killed_daemon_with_runc") {
+        return;
+    }
+    outlive("ctrkillrunc", "runc").await;
+}
+
+async fn outlive(tag: &str, handler: &'static str) {
+    let mut s = setup(tag, handler, fixture::busybox()).await;
     let ticker = s
         .run(
             "ticker",
@@ -751,7 +788,19 @@ async fn containers_of_a_pod_can_share_its_pid_namespace() {
     if !root_or_skip("containers_of_a_pod_can_share_its_pid_namespace") {
         return;
     }
-    let mut s = setup("ctrpidns", "berth", fixture::busybox()).await;
+    shared_pidns("ctrpidns", "berth").await;
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_can_share_its_pid_namespace_with_runc() {
+    if !root_or_skip("containers_of_a_pod_can_share_its_pid_namespace_with_runc") {
+        return;
+    }
+    shared_pidns("ctrpidnsrunc", "runc").await;
+}
+
+async fn shared_pidns(tag: &str, handler: &'static str) {
+    let mut s = setup(tag, handler, fixture::busybox()).await;
     let mut cfg = pod_config("shared", &s.e.d.dir.join("logs/pod"));
     cfg.linux
         .as_mut()
@@ -767,7 +816,7 @@ async fn containers_of_a_pod_can_share_its_pid_namespace() {
         s.c.runtime
             .run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(cfg),
-                runtime_handler: String::new(),
+                runtime_handler: handler.into(),
             })
             .await
             .unwrap()

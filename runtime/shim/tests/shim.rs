@@ -291,6 +291,13 @@ fn a_process_ignoring_sigterm_survives_kill_15() {
         |_| {},
     );
     let pid = env.run(&b, None);
+    // Until the shell has run its trap, pid 1 may still be the runtime's
+    // init (runc's is Go, whose SIGTERM handler exits): wait for the trap.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ignores_sigterm(pid) {
+        assert!(std::time::Instant::now() < deadline, "trap never set");
+        thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
         env.call(&Request::Kill {
             id: b.id.clone(),
@@ -714,4 +721,16 @@ fn memory_with_one_running_container() {
     );
     assert!(rss < 4096, "VmRSS {rss} KiB");
     assert!(fs::read_to_string(&log).unwrap().contains("stdout F tick"));
+}
+
+/// Whether `pid` ignores SIGTERM (bit 15 of SigIgn in its status).
+fn ignores_sigterm(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << 14) != 0)
 }
