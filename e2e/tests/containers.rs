@@ -701,6 +701,32 @@ async fn outlive(tag: &str, handler: &'static str) {
     );
     let st = s.status(&ticker).await;
     assert_eq!(st.state, ContainerState::ContainerRunning as i32);
+    // Log rotation as kubelet does it: rename, then ReopenContainerLog.
+    let log = s.log_file("ticker");
+    let rotated = log.with_extension("log.1");
+    fs::rename(&log, &rotated).unwrap();
+    s.c.runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: ticker.clone(),
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(&log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "no lines in the reopened log");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old_len = fs::metadata(&rotated).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fs::metadata(&rotated).unwrap().len(),
+        old_len,
+        "the old file stopped growing"
+    );
     // The watcher is back: a stop after the restart is seen.
     s.stop(&ticker, 0).await;
     let st = s.status(&ticker).await;
