@@ -6,6 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::netns::NetLease;
+use k8s_cri::v1::{
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata,
+};
+
 use crate::{Berthd, BerthdBuilder};
 
 /// Which plugins make the test network.
@@ -88,4 +93,29 @@ pub fn env_built(
     fs::write(d.cni_conf_dir.join("10-test.conflist"), net.conflist()).unwrap();
     d.spawn_and_wait_ready();
     Env { d, net }
+}
+
+/// A pod config for tests: metadata from `name` (namespace `e2e`), its
+/// hostname, and a PID namespace per container.
+pub fn pod_config(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_cli::client::CriClient;
 use berth_e2e::fixture::{self, Registry};
-use berth_e2e::podnet::{Env, Plugins, env_built};
+use berth_e2e::podnet::{self, Env, Plugins, env_built};
 use berth_e2e::root_or_skip;
 use k8s_cri::v1::*;
 use tonic::Code;
@@ -27,25 +27,8 @@ struct Setup {
 
 fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
     PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
         log_directory: log_dir.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..podnet::pod_config(name)
     }
 }
 

@@ -11,34 +11,11 @@ use std::time::Duration;
 
 use berth_cli::client::CriClient;
 use berth_e2e::netns::{bridge_ports, in_netns, in_ns};
-use berth_e2e::podnet::{Plugins, env, env_with};
+use berth_e2e::podnet::{Plugins, env, env_with, pod_config};
 use berth_e2e::{Berthd, root_or_skip};
 use k8s_cri::v1::*;
 use nix::sched::CloneFlags;
 use tonic::Code;
-
-fn pod_config(name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 async fn run(c: &mut CriClient, config: PodSandboxConfig) -> Result<String, tonic::Status> {
     c.runtime

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use berth_store::{Store, Table};
+use berth_store::{Prefix, Store, Table};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tokio::sync::Mutex;
 
@@ -438,21 +438,11 @@ impl<N: PodNetwork> Pods<N> {
                 "pod_sandbox_id is required".into(),
             ));
         }
-        if self.store.get(&PODS, id)?.is_some() {
-            return Ok(Some(id.to_owned()));
-        }
-        let matches: Vec<String> = self
-            .store
-            .list(&PODS)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.starts_with(id))
-            .collect();
-        match matches.len() {
-            0 => Ok(None),
-            1 => Ok(matches.into_iter().next()),
-            n => Err(PodError::InvalidArgument(format!(
-                "pod sandbox id prefix {id:?} matches {n} sandboxes"
+        match self.store.resolve_prefix(&PODS, id)? {
+            Prefix::None => Ok(None),
+            Prefix::One(full) => Ok(Some(full)),
+            Prefix::Ambiguous => Err(PodError::InvalidArgument(format!(
+                "pod sandbox id prefix {id:?} matches more than one sandbox"
             ))),
         }
     }

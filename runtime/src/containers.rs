@@ -12,7 +12,7 @@ use berth_pod::cgroup::Cgroups;
 use berth_pod::{CgroupDriver, NsMode, SandboxRecord, SandboxState, new_id, now_ns};
 use berth_shim::proto::{self, Request, Response};
 use berth_spec::{PidNs, Sandbox, SpecInput};
-use berth_store::Store;
+use berth_store::{Prefix, Store};
 use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use tokio::sync::Mutex;
 
@@ -390,22 +390,11 @@ impl Containers {
                 "container_id is required".into(),
             ));
         }
-        if self.inner.store.get(&CONTAINERS, id)?.is_some() {
-            return Ok(Some(id.to_owned()));
-        }
-        let matches: Vec<String> = self
-            .inner
-            .store
-            .list(&CONTAINERS)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .filter(|k| k.starts_with(id))
-            .collect();
-        match matches.len() {
-            0 => Ok(None),
-            1 => Ok(matches.into_iter().next()),
-            n => Err(RuntimeError::InvalidArgument(format!(
-                "container id prefix {id:?} matches {n} containers"
+        match self.inner.store.resolve_prefix(&CONTAINERS, id)? {
+            Prefix::None => Ok(None),
+            Prefix::One(full) => Ok(Some(full)),
+            Prefix::Ambiguous => Err(RuntimeError::InvalidArgument(format!(
+                "container id prefix {id:?} matches more than one container"
             ))),
         }
     }

@@ -199,6 +199,38 @@ impl Store {
         decode(table, key, raw.value()).map(Some)
     }
 
+    /// Resolves a unique key prefix, as ids are given by people and CLIs:
+    /// the key itself when it exists, else the one key starting with
+    /// `prefix`. Reads keys only, stopping at the second match.
+    pub fn resolve_prefix<V>(&self, table: &Table<V>, prefix: &str) -> Result<Prefix> {
+        let tx = self.db.begin_read()?;
+        let t = match tx.open_table(table.def()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Prefix::None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut found = Vec::new();
+        for entry in t.range(prefix..)? {
+            let (k, _) = entry?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if key == prefix {
+                return Ok(Prefix::One(key.to_owned()));
+            }
+            found.push(key.to_owned());
+            if found.len() > 1 {
+                break;
+            }
+        }
+        Ok(match found.len() {
+            0 => Prefix::None,
+            1 => Prefix::One(found.remove(0)),
+            _ => Prefix::Ambiguous,
+        })
+    }
+
     /// Reads every record of a table, in key order.
     pub fn list<V: DeserializeOwned>(&self, table: &Table<V>) -> Result<Vec<(String, V)>> {
         let tx = self.db.begin_read()?;
@@ -234,6 +266,15 @@ impl Store {
     pub fn put<V: Serialize>(&self, table: &Table<V>, key: &str, value: &V) -> Result<()> {
         self.write(|tx| tx.put(table, key, value))
     }
+}
+
+/// What a key prefix names; see [`Store::resolve_prefix`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prefix {
+    None,
+    One(String),
+    /// More than one key starts with it.
+    Ambiguous,
 }
 
 /// A write transaction in progress; see [`Store::write`].
@@ -323,6 +364,35 @@ mod tests {
         let all = store.list(&RECS).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[1], ("b".to_string(), rec("b", 2)));
+    }
+
+    #[test]
+    fn prefixes_resolve_to_one_key_or_say_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        assert_eq!(store.resolve_prefix(&RECS, "ab").unwrap(), Prefix::None);
+        for k in ["abc1", "abc2", "abd", "abdx"] {
+            store.put(&RECS, k, &rec(k, 0)).unwrap();
+        }
+        assert_eq!(
+            store.resolve_prefix(&RECS, "abc1").unwrap(),
+            Prefix::One("abc1".into())
+        );
+        assert_eq!(
+            store.resolve_prefix(&RECS, "abc").unwrap(),
+            Prefix::Ambiguous
+        );
+        // An exact key wins over longer keys sharing it as a prefix.
+        assert_eq!(
+            store.resolve_prefix(&RECS, "abd").unwrap(),
+            Prefix::One("abd".into())
+        );
+        assert_eq!(
+            store.resolve_prefix(&RECS, "abdx").unwrap(),
+            Prefix::One("abdx".into())
+        );
+        assert_eq!(store.resolve_prefix(&RECS, "b").unwrap(), Prefix::None);
+        assert_eq!(store.resolve_prefix(&RECS, "a").unwrap(), Prefix::Ambiguous);
     }
 
     #[test]
