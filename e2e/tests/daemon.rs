@@ -272,7 +272,11 @@ async fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().contains("config is required"), "{}", e.message());
+    assert!(
+        e.message().contains("config is required"),
+        "{}",
+        e.message()
+    );
     let e = c
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest::default())
