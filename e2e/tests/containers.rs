@@ -338,6 +338,9 @@ async fn lifecycle(tag: &str, handler: &'static str) {
     s.start(&who).await;
     let st = s.wait_exited(&who, Duration::from_secs(20)).await;
     assert_eq!(st.exit_code, 0, "{st:?}");
+    let user = st.user.unwrap().linux.unwrap();
+    assert_eq!((user.uid, user.gid), (1234, 2345));
+    assert!(user.supplemental_groups.contains(&3456), "{user:?}");
     let out: Vec<String> = log_lines(&s.log_file("who"))
         .into_iter()
         .map(|l| l.2)

@@ -245,6 +245,7 @@ impl Containers {
             exit_code: 0,
             reason: String::new(),
             message: String::new(),
+            user: None,
         };
         self.inner.store.write(|tx| {
             if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
@@ -260,9 +261,10 @@ impl Containers {
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         match self.create_parts(&req, &rec, runtime, log_path).await {
-            Ok(pid) => {
+            Ok((pid, user)) => {
                 rec.state = State::Created;
                 rec.pid = pid;
+                rec.user = Some(user);
                 self.inner.store.put(&CONTAINERS, &id, &rec)?;
                 tracing::info!(container_id = %id, pod_id = %pod.id, name = %meta.name, "container created");
                 Ok(id)
@@ -288,7 +290,7 @@ impl Containers {
         rec: &ContainerRecord,
         runtime: proto::Runtime,
         log_path: Option<PathBuf>,
-    ) -> Result<u32, RuntimeError> {
+    ) -> Result<(u32, crate::record::User), RuntimeError> {
         let layout = Layout::new(&self.inner.paths.containers, &rec.id);
         let lowers = req.image.lowers.clone();
         let l = layout.clone();
@@ -329,6 +331,19 @@ impl Containers {
             cgroups_path: rec.cgroups_path.clone(),
             min_oom_score_adj: self.inner.min_oom_score_adj,
         })?;
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| crate::record::User {
+                uid: p.user().uid(),
+                gid: p.user().gid(),
+                additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+            })
+            .unwrap_or(crate::record::User {
+                uid: 0,
+                gid: 0,
+                additional_gids: Vec::new(),
+            });
         let bundle = layout.bundle();
         let json = serde_json::to_vec(&spec)
             .map_err(|e| RuntimeError::Runtime(format!("serializing the OCI spec: {e}")))?;
@@ -352,7 +367,7 @@ impl Containers {
             )
             .await?;
         match created {
-            Response::Created { pid } => Ok(pid),
+            Response::Created { pid } => Ok((pid, user)),
             other => Err(RuntimeError::Runtime(format!(
                 "unexpected shim answer {other:?}"
             ))),

@@ -65,6 +65,17 @@ pub struct ContainerRecord {
     /// `Completed`, `Error`, `OOMKilled` or empty.
     pub reason: String,
     pub message: String,
+    /// The user its process runs as, resolved at create.
+    #[serde(default)]
+    pub user: Option<User>,
+}
+
+/// uid, gid and additional gids of a container's process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
 }
 
 impl ContainerRecord {
@@ -117,6 +128,7 @@ pub(crate) mod tests_support {
             exit_code: 0,
             reason: String::new(),
             message: String::new(),
+            user: None,
         }
     }
 }

@@ -206,6 +206,13 @@ pub fn status(
                 ..Default::default()
             }),
         image_id: rec.image.id.clone(),
+        user: rec.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: u.uid.into(),
+                gid: u.gid.into(),
+                supplemental_groups: u.additional_gids.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
         ..Default::default()
     };
     let mut info = HashMap::new();
