@@ -213,7 +213,6 @@ pub fn status(
                 supplemental_groups: u.additional_gids.iter().map(|g| i64::from(*g)).collect(),
             }),
         }),
-        ..Default::default()
     };
     let mut info = HashMap::new();
     if verbose {
