@@ -876,3 +876,53 @@ async fn shared_pidns(tag: &str, handler: &'static str) {
     }
     s.finish().await;
 }
+
+#[tokio::test]
+async fn a_removed_image_keeps_the_snapshots_its_containers_use() {
+    if !root_or_skip("a_removed_image_keeps_the_snapshots_its_containers_use") {
+        return;
+    }
+    let mut s = setup("ctrlease", "berth", fixture::busybox()).await;
+    let snapshots = |s: &Setup| -> Vec<PathBuf> {
+        fs::read_dir(s.e.d.root_dir.join("snapshots"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = snapshots(&s);
+    assert!(!before.is_empty());
+    let id = s.run("user", &["sleep", "1000"]).await;
+    // Removing a container of a present image does not touch its snapshots.
+    let other = s.run("other", &["sleep", "1000"]).await;
+    s.remove(&other).await;
+    assert_eq!(snapshots(&s), before);
+    // The image goes; its snapshots stay while a container runs on them.
+    let image = s.image.clone();
+    s.c.image
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let listed =
+        s.c.image
+            .list_images(ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(snapshots(&s), before);
+    assert_eq!(s.sh(&id, "echo still-here").await, (0, "still-here".into()));
+    // Removing the container releases them for collection.
+    s.remove(&id).await;
+    assert!(snapshots(&s).is_empty(), "{:?}", snapshots(&s));
+    s.finish().await;
+}

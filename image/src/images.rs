@@ -261,12 +261,26 @@ impl Images {
     }
 
     /// Ends `holder`'s lease; its snapshots go with the next collection if
-    /// nothing else uses them. Unknown holders are fine.
-    pub fn release(&self, holder: &str) -> Result<(), ImageError> {
-        self.store.write(|tx| {
+    /// nothing else uses them. Unknown holders are fine. Returns whether a
+    /// collection would free something: only when a leased snapshot
+    /// belongs to no image any more (its image was removed while the
+    /// container ran), so removing containers of present images never
+    /// pays for a collection.
+    pub fn release(&self, holder: &str) -> Result<bool, ImageError> {
+        let chains = self.store.write(|tx| {
+            let chains = tx.get(&LEASES, holder)?.unwrap_or_default();
             tx.delete(&LEASES, holder)?;
-            Ok::<(), ImageError>(())
-        })
+            Ok::<_, ImageError>(chains)
+        })?;
+        if chains.is_empty() {
+            return Ok(false);
+        }
+        let in_images: HashSet<Digest> = self
+            .list()?
+            .iter()
+            .flat_map(|i| i.layers.iter().map(|l| l.chain_id))
+            .collect();
+        Ok(chains.iter().any(|c| !in_images.contains(c)))
     }
 
     /// The current lease holders.

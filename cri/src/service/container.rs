@@ -98,13 +98,17 @@ pub async fn release(shared: &Shared, removed: &[ContainerRecord]) -> Result<(),
     if removed.is_empty() {
         return Ok(());
     }
+    let mut collect = false;
     for rec in removed {
-        shared
+        collect |= shared
             .images
             .release(&lease_of(rec))
             .map_err(error::image)?;
     }
-    shared.images.gc().await.map_err(error::image)
+    if collect {
+        shared.images.gc().await.map_err(error::image)?;
+    }
+    Ok(())
 }
 
 /// At start: leases whose container is gone (a crash between remove and
@@ -117,14 +121,13 @@ pub async fn reconcile_leases(shared: &Shared) -> Result<(), Status> {
         .iter()
         .map(lease_of)
         .collect();
-    let mut dropped = false;
+    let mut collect = false;
     for holder in shared.images.lease_holders().map_err(error::image)? {
         if holder.starts_with("container:") && !live.contains(&holder) {
-            shared.images.release(&holder).map_err(error::image)?;
-            dropped = true;
+            collect |= shared.images.release(&holder).map_err(error::image)?;
         }
     }
-    if dropped {
+    if collect {
         shared.images.gc().await.map_err(error::image)?;
     }
     Ok(())
