@@ -246,6 +246,7 @@ impl Containers {
             reason: String::new(),
             message: String::new(),
             user: None,
+            released: false,
         };
         self.inner.store.write(|tx| {
             if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
@@ -529,6 +530,40 @@ impl Containers {
         apply_exit(&mut rec, exit);
         self.inner.store.put(&CONTAINERS, id, &rec)?;
         tracing::info!(container_id = %id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
+        self.release_runtime(&mut rec).await
+    }
+
+    /// After the exit: deletes the runtime's state (through the shim, which
+    /// then forgets the container) and unmounts the rootfs, so the work is
+    /// off RemoveContainer's path. Caller holds the lock. Failures are
+    /// logged and left to RemoveContainer.
+    async fn release_runtime(&self, rec: &mut ContainerRecord) -> Result<(), RuntimeError> {
+        if rec.released || matches!(rec.state, State::Created | State::Running | State::Creating) {
+            return Ok(());
+        }
+        let deleted = self
+            .inner
+            .shims
+            .call(
+                &rec.pod_id,
+                &Request::Delete { id: rec.id.clone() },
+                Some(KILL_WAIT),
+            )
+            .await;
+        if let Err(e) = deleted {
+            tracing::debug!(container_id = %rec.id, error = %e, "runtime delete after exit; left to remove");
+            return Ok(());
+        }
+        let rootfs = Layout::new(&self.inner.paths.containers, &rec.id).rootfs();
+        match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => {
+                tracing::debug!(container_id = %rec.id, error = %e, "unmounting rootfs after exit");
+                return Ok(());
+            }
+        }
+        rec.released = true;
+        self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
         Ok(())
     }
 
@@ -593,7 +628,7 @@ impl Containers {
         }
         apply_exit(rec, exit);
         self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
-        Ok(())
+        self.release_runtime(rec).await
     }
 
     /// StopContainer: the stop signal, `timeout` to exit, then SIGKILL.
@@ -620,7 +655,7 @@ impl Containers {
             return Ok(None);
         };
         self.stop_locked(&mut rec, Duration::ZERO).await?;
-        if self.inner.shims.alive(&rec.pod_id).await {
+        if !rec.released && self.inner.shims.alive(&rec.pod_id).await {
             self.inner
                 .shims
                 .call(

@@ -68,6 +68,10 @@ pub struct ContainerRecord {
     /// The user its process runs as, resolved at create.
     #[serde(default)]
     pub user: Option<User>,
+    /// Its runtime state is deleted and its rootfs unmounted (done as soon
+    /// as it exits, so RemoveContainer only deletes files and the record).
+    #[serde(default)]
+    pub released: bool,
 }
 
 /// uid, gid and additional gids of a container's process.
@@ -129,6 +133,7 @@ pub(crate) mod tests_support {
             reason: String::new(),
             message: String::new(),
             user: None,
+            released: false,
         }
     }
 }
