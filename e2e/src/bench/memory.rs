@@ -144,9 +144,23 @@ mod tests {
                 "--dir",
                 "/tmp/xyz-marker/state/s/p1",
             ])
+            // The sleep outlives the killed sh: keep it off the test's pipes.
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let pid = c.id();
+        // The child shows its argv once it has exec'd: wait for that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .windows(b"xyz-marker".len())
+            .any(|w| w == b"xyz-marker")
+        {
+            assert!(std::time::Instant::now() < deadline, "child never exec'd");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let mine = pids_with_flag("sh", "--dir", |v| v.starts_with("/tmp/xyz-marker/state/"));
         let other = pids_with_flag("sh", "--dir", |v| v.starts_with("/tmp/other/"));
         let _ = c.kill();

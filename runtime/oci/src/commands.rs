@@ -116,7 +116,17 @@ pub fn load(g: &Global, id: &str) -> Result<(Container, Sidecar)> {
     if !dir.join("state.json").exists() {
         bail!("container {id} does not exist");
     }
-    let mut c = Container::load(dir).with_context(|| format!("load container {id}"))?;
+    // libcontainer's status refresh opens /proc/<pid> and then reads its
+    // stat: an init exiting between the two fails the load. Once the
+    // process is gone the refresh reads it as stopped, so a retry settles.
+    let mut loaded = Container::load(dir.clone());
+    for _ in 0..3 {
+        if loaded.is_ok() {
+            break;
+        }
+        loaded = Container::load(dir.clone());
+    }
+    let mut c = loaded.with_context(|| format!("load container {id}"))?;
     let sidecar = Sidecar::new(&g.root, id);
     if let Some(pid) = c.pid()
         && c.status() != ContainerStatus::Stopped
