@@ -628,7 +628,30 @@ impl Containers {
         }
         apply_exit(rec, exit);
         self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
-        self.release_runtime(rec).await
+        Ok(())
+    }
+
+    /// Releases an exited container's runtime state in the background
+    /// (under its lock), off the caller's path.
+    fn release_later(&self, id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let lock = this.lock_for(&id);
+            let g = lock.lock().await;
+            match this.inner.store.get(&CONTAINERS, &id) {
+                Ok(Some(mut rec)) => {
+                    if let Err(e) = this.release_runtime(&mut rec).await {
+                        tracing::debug!(container_id = %id, error = %e, "releasing after stop");
+                    }
+                }
+                // Removed meanwhile: nothing to release, and no lock to keep.
+                Ok(None) => {
+                    drop(g);
+                    this.forget_lock(&id);
+                }
+                Err(e) => tracing::debug!(container_id = %id, error = %e, "releasing after stop"),
+            }
+        });
     }
 
     /// StopContainer: the stop signal, `timeout` to exit, then SIGKILL.
@@ -640,6 +663,9 @@ impl Containers {
         let mut rec = self.get(&id)?;
         self.stop_locked(&mut rec, timeout).await?;
         tracing::info!(container_id = %id, "container stopped");
+        if !rec.released {
+            self.release_later(id);
+        }
         Ok(())
     }
 
