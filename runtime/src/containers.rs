@@ -273,11 +273,7 @@ impl Containers {
             Err(e) => {
                 tracing::warn!(container_id = %id, pod_id = %pod.id, error = %e, "container create failed; unwinding");
                 self.unwind(&rec).await;
-                self.inner.store.write(|tx| {
-                    tx.delete(&CONTAINERS, &id)?;
-                    tx.delete(&CONTAINER_NAMES, &key)?;
-                    Ok::<(), RuntimeError>(())
-                })?;
+                self.forget(&rec)?;
                 drop(_g);
                 self.forget_lock(&id);
                 Err(e)
@@ -397,6 +393,19 @@ impl Containers {
         {
             tracing::warn!(container_id = %rec.id, error = %e, "unwinding: removing rootfs");
         }
+    }
+
+    /// Deletes the record and, when it still names this container, its
+    /// name reservation, in one transaction.
+    fn forget(&self, rec: &ContainerRecord) -> Result<(), RuntimeError> {
+        let key = rec.reservation_key();
+        self.inner.store.write(|tx| {
+            tx.delete(&CONTAINERS, &rec.id)?;
+            if tx.get(&CONTAINER_NAMES, &key)?.as_deref() == Some(rec.id.as_str()) {
+                tx.delete(&CONTAINER_NAMES, &key)?;
+            }
+            Ok::<(), RuntimeError>(())
+        })
     }
 
     /// A full id from a full id or a unique prefix.
@@ -554,13 +563,9 @@ impl Containers {
             tracing::debug!(container_id = %rec.id, error = %e, "runtime delete after exit; left to remove");
             return Ok(());
         }
-        let rootfs = Layout::new(&self.inner.paths.containers, &rec.id).rootfs();
-        match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => {
-                tracing::debug!(container_id = %rec.id, error = %e, "unmounting rootfs after exit");
-                return Ok(());
-            }
+        if let Err(e) = rootfs::unmount(&Layout::new(&self.inner.paths.containers, &rec.id)) {
+            tracing::debug!(container_id = %rec.id, error = %e, "unmounting rootfs after exit");
+            return Ok(());
         }
         rec.released = true;
         self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
@@ -696,16 +701,7 @@ impl Containers {
             .await
             .map_err(|e| RuntimeError::Runtime(e.to_string()))?
             .map_err(|e| RuntimeError::io("removing container rootfs", e))?;
-        let cfg = rec.config();
-        let meta = cfg.metadata.unwrap_or_default();
-        let key = reservation_key(&meta.name, meta.attempt, &rec.pod_id);
-        self.inner.store.write(|tx| {
-            tx.delete(&CONTAINERS, &id)?;
-            if tx.get(&CONTAINER_NAMES, &key)?.as_deref() == Some(id.as_str()) {
-                tx.delete(&CONTAINER_NAMES, &key)?;
-            }
-            Ok::<(), RuntimeError>(())
-        })?;
+        self.forget(&rec)?;
         drop(g);
         self.forget_lock(&id);
         tracing::info!(container_id = %id, "container removed");
@@ -909,14 +905,7 @@ impl Containers {
                 State::Creating => {
                     tracing::warn!(container_id = %id, "unwinding a container interrupted while being created");
                     self.unwind(&rec).await;
-                    let cfg = rec.config();
-                    let meta = cfg.metadata.unwrap_or_default();
-                    let key = reservation_key(&meta.name, meta.attempt, &rec.pod_id);
-                    self.inner.store.write(|tx| {
-                        tx.delete(&CONTAINERS, &id)?;
-                        tx.delete(&CONTAINER_NAMES, &key)?;
-                        Ok::<(), RuntimeError>(())
-                    })?;
+                    self.forget(&rec)?;
                 }
                 State::Created | State::Running => {
                     // An exit while berthd was down is on disk: take it now,

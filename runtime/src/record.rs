@@ -95,6 +95,12 @@ impl ContainerRecord {
             .unwrap_or_default()
     }
 
+    /// The key of its name reservation (table `container_names`).
+    pub fn reservation_key(&self) -> String {
+        let meta = self.config().metadata.unwrap_or_default();
+        reservation_key(&meta.name, meta.attempt, &self.pod_id)
+    }
+
     pub fn name(&self) -> String {
         self.config().metadata.map(|m| m.name).unwrap_or_default()
     }

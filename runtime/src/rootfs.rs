@@ -100,19 +100,22 @@ pub fn mount_rootfs(layout: &Layout, lowers: &[PathBuf]) -> io::Result<()> {
     .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("mounting overlay: {e}")))
 }
 
+/// Unmounts the rootfs; one that is not mounted (or gone) is fine.
+pub fn unmount(layout: &Layout) -> io::Result<()> {
+    let rootfs = layout.rootfs();
+    match umount2(&rootfs, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(io::Error::new(
+            io::Error::from(e).kind(),
+            format!("unmounting {}: {e}", rootfs.display()),
+        )),
+    }
+}
+
 /// Unmounts the rootfs (if mounted) and deletes everything of the
 /// container. Safe to call on a partially created container.
 pub fn remove(layout: &Layout) -> io::Result<()> {
-    let rootfs = layout.rootfs();
-    match umount2(&rootfs, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => {
-            return Err(io::Error::new(
-                io::Error::from(e).kind(),
-                format!("unmounting {}: {e}", rootfs.display()),
-            ));
-        }
-    }
+    unmount(layout)?;
     match fs::remove_dir_all(&layout.dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

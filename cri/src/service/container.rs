@@ -25,7 +25,7 @@ fn lease_holder(pod_id: &str, meta: &cri::ContainerMetadata) -> String {
 }
 
 fn lease_of(rec: &ContainerRecord) -> String {
-    lease_holder(&rec.pod_id, &rec.config().metadata.unwrap_or_default())
+    format!("container:{}", rec.reservation_key())
 }
 
 /// CreateContainer: pod ready, image present (leased), then the runtime.

@@ -83,8 +83,10 @@ pub fn status(shared: &Shared, verbose: bool) -> StatusResponse {
 /// empty name (as kubelet expects). Recursive read-only mounts need
 /// mount_setattr (Linux 5.12); user namespaces are not supported yet.
 fn runtime_handlers(shared: &Shared) -> Vec<RuntimeHandler> {
+    // The kernel does not change under a running daemon: read it once.
+    static RRO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let features = RuntimeHandlerFeatures {
-        recursive_read_only_mounts: kernel_at_least(5, 12),
+        recursive_read_only_mounts: *RRO.get_or_init(|| kernel_at_least(5, 12)),
         user_namespaces: false,
     };
     let rt = &shared.config.runtime;
