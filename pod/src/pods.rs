@@ -456,12 +456,11 @@ impl<N: PodNetwork> Pods<N> {
             .ok_or_else(|| PodError::NotFound(id.to_owned()))
     }
 
-    pub fn list(&self, filter: &PodFilter) -> Result<Vec<SandboxRecord>, PodError> {
+    pub fn list(&self, filter: &PodFilter) -> Result<Vec<Arc<SandboxRecord>>, PodError> {
         Ok(self
             .store
-            .list(&PODS)?
+            .list_shared(&PODS)?
             .into_iter()
-            .map(|(_, r)| r)
             .filter(|r| r.state != SandboxState::Creating)
             .filter(|r| {
                 filter
@@ -482,7 +481,10 @@ impl<N: PodNetwork> Pods<N> {
     /// At daemon start: finishes what a crash interrupted. Sandboxes caught
     /// while being created are unwound and forgotten; ready ones whose
     /// namespaces vanished (a reboot empties the state dir) become NotReady.
+    /// From then on the sandboxes are kept decoded in memory (kubelet
+    /// lists them every second).
     pub async fn recover(&self) -> Result<(), PodError> {
+        self.store.cache(&PODS)?;
         for (id, mut rec) in self.store.list(&PODS)? {
             match rec.state {
                 SandboxState::Creating => {

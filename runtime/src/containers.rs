@@ -110,6 +110,8 @@ impl Containers {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         let shims = Shims::new(shim_bin, paths.state.join("shims"));
+        // kubelet lists containers every second: keep them decoded.
+        store.cache(&CONTAINERS)?;
         Ok(Containers {
             inner: Arc::new(Inner {
                 config,
@@ -232,7 +234,8 @@ impl Containers {
             id: id.clone(),
             pod_id: pod.id.clone(),
             state: State::Creating,
-            config: ContainerRecord::encode_config(&req.config),
+            config: String::new(),
+            decoded: Default::default(),
             image: req.image.image.clone(),
             log_path: log_path.clone(),
             handler,
@@ -248,6 +251,7 @@ impl Containers {
             user: None,
             released: false,
         };
+        rec.set_config(&req.config);
         self.inner.store.write(|tx| {
             if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
                 return Err(RuntimeError::AlreadyExists {
@@ -713,13 +717,14 @@ impl Containers {
         self.get(&id)
     }
 
-    pub fn list(&self, f: &ContainerFilter) -> Result<Vec<ContainerRecord>, RuntimeError> {
+    /// ListContainers: from the store's cache, each config decoded once
+    /// per record version.
+    pub fn list(&self, f: &ContainerFilter) -> Result<Vec<Arc<ContainerRecord>>, RuntimeError> {
         Ok(self
             .inner
             .store
-            .list(&CONTAINERS)?
+            .list_shared(&CONTAINERS)?
             .into_iter()
-            .map(|(_, r)| r)
             .filter(|r| r.state != State::Creating)
             .filter(|r| f.id.as_ref().is_none_or(|id| r.id.starts_with(id.as_str())))
             .filter(|r| f.state.is_none_or(|s| r.state == s))
@@ -732,20 +737,19 @@ impl Containers {
                 if f.labels.is_empty() {
                     return true;
                 }
-                let labels = r.config().labels;
-                f.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+                let cfg = r.config();
+                f.labels.iter().all(|(k, v)| cfg.labels.get(k) == Some(v))
             })
             .collect())
     }
 
     /// Every container of a pod (any state).
-    pub fn of_pod(&self, pod_id: &str) -> Result<Vec<ContainerRecord>, RuntimeError> {
+    pub fn of_pod(&self, pod_id: &str) -> Result<Vec<Arc<ContainerRecord>>, RuntimeError> {
         Ok(self
             .inner
             .store
-            .list(&CONTAINERS)?
+            .list_shared(&CONTAINERS)?
             .into_iter()
-            .map(|(_, r)| r)
             .filter(|r| r.pod_id == pod_id)
             .collect())
     }
@@ -873,9 +877,9 @@ impl Containers {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        let mut cfg = rec.config();
+        let mut cfg = (*rec.config()).clone();
         cfg.linux.get_or_insert_default().resources = Some(resources.clone());
-        rec.config = ContainerRecord::encode_config(&cfg);
+        rec.set_config(&cfg);
         self.inner.store.put(&CONTAINERS, &id, &rec)?;
         Ok(())
     }

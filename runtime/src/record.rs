@@ -2,6 +2,7 @@
 //! name reservations kubelet relies on (table `container_names`).
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -45,8 +46,14 @@ pub struct ContainerRecord {
     pub pod_id: String,
     pub state: State,
     /// The CRI ContainerConfig as received (protobuf, base64), with
-    /// resources replaced by UpdateContainerResources.
-    pub config: String,
+    /// resources replaced by UpdateContainerResources. Set with
+    /// [`set_config`](Self::set_config), read with
+    /// [`config`](Self::config).
+    pub(crate) config: String,
+    /// `config` decoded, once per record (records are shared by the
+    /// store's cache, so ListContainers decodes each config once).
+    #[serde(skip)]
+    pub(crate) decoded: DecodedConfig,
     pub image: ImageRef,
     /// Absolute path of the CRI log, when the container has one.
     pub log_path: Option<PathBuf>,
@@ -82,27 +89,55 @@ pub struct User {
     pub additional_gids: Vec<u32>,
 }
 
+/// The decoded CRI config of a record: a cache, not part of its value
+/// (equal whatever it holds).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DecodedConfig(OnceLock<Arc<ContainerConfig>>);
+
+impl PartialEq for DecodedConfig {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 impl ContainerRecord {
-    pub fn encode_config(c: &ContainerConfig) -> String {
-        STANDARD.encode(c.encode_to_vec())
+    pub fn config(&self) -> Arc<ContainerConfig> {
+        self.decoded
+            .0
+            .get_or_init(|| {
+                Arc::new(
+                    STANDARD
+                        .decode(&self.config)
+                        .ok()
+                        .and_then(|b| ContainerConfig::decode(b.as_slice()).ok())
+                        .unwrap_or_default(),
+                )
+            })
+            .clone()
     }
 
-    pub fn config(&self) -> ContainerConfig {
-        STANDARD
-            .decode(&self.config)
-            .ok()
-            .and_then(|b| ContainerConfig::decode(b.as_slice()).ok())
-            .unwrap_or_default()
+    pub fn set_config(&mut self, c: &ContainerConfig) {
+        self.config = STANDARD.encode(c.encode_to_vec());
+        self.decoded = DecodedConfig::default();
     }
 
     /// The key of its name reservation (table `container_names`).
     pub fn reservation_key(&self) -> String {
-        let meta = self.config().metadata.unwrap_or_default();
-        reservation_key(&meta.name, meta.attempt, &self.pod_id)
+        let cfg = self.config();
+        let (name, attempt) = cfg
+            .metadata
+            .as_ref()
+            .map(|m| (m.name.as_str(), m.attempt))
+            .unwrap_or(("", 0));
+        reservation_key(name, attempt, &self.pod_id)
     }
 
     pub fn name(&self) -> String {
-        self.config().metadata.map(|m| m.name).unwrap_or_default()
+        self.config()
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -121,6 +156,7 @@ pub(crate) mod tests_support {
             pod_id: "p".into(),
             state: State::Created,
             config: String::new(),
+            decoded: Default::default(),
             image: ImageRef {
                 requested: "busybox".into(),
                 id: "sha256:x".into(),
@@ -160,10 +196,10 @@ mod tests {
             ..Default::default()
         };
         let mut r = tests_support::record();
-        r.config = ContainerRecord::encode_config(&c);
+        r.set_config(&c);
         let json = serde_json::to_string(&r).unwrap();
         let back: ContainerRecord = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.config(), c);
+        assert_eq!(*back.config(), c);
         assert_eq!(back.name(), "web");
     }
 }

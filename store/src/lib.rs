@@ -12,12 +12,19 @@
 //! (`#[serde(default)]`) so most schema changes need no migration. Changes
 //! that do need one bump [`SCHEMA_VERSION`] and add a step to
 //! [`migrate`](Store::open).
+//!
+//! Tables read on hot paths can be kept decoded in memory
+//! ([`Store::cache`], module `cache`): [`Store::get_shared`] and
+//! [`Store::list_shared`] then read no file and decode nothing.
+
+mod cache;
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cache::{Cache, Change};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -65,6 +72,10 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// A cached table was read with another record type than it was
+    /// cached with (a bug: two `Table`s with one name).
+    #[error("table {table} is cached with another record type")]
+    CacheType { table: &'static str },
     /// redb failed reading or committing (I/O error, disk full).
     #[error("metadata store: {0}")]
     Db(#[from] redb::Error),
@@ -127,6 +138,7 @@ impl<V> fmt::Debug for Table<V> {
 pub struct Store {
     db: Arc<Database>,
     path: Arc<PathBuf>,
+    cache: Arc<Cache>,
 }
 
 impl fmt::Debug for Store {
@@ -146,6 +158,7 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             path: Arc::new(path.to_owned()),
+            cache: Arc::new(Cache::default()),
         };
         store.migrate()?;
         Ok(store)
@@ -256,16 +269,84 @@ impl Store {
         E: From<StoreError>,
     {
         let tx = self.db.begin_write().map_err(StoreError::from)?;
-        let mut txn = Txn { tx: &tx };
+        let mut txn = Txn {
+            tx: &tx,
+            cache: &self.cache,
+            changes: Vec::new(),
+        };
         let out = f(&mut txn)?;
-        tx.commit().map_err(StoreError::from)?;
+        let changes = txn.changes;
+        if changes.is_empty() {
+            tx.commit().map_err(StoreError::from)?;
+        } else {
+            let mut tables = self.cache.lock_for_commit();
+            tx.commit().map_err(StoreError::from)?;
+            Cache::apply(&mut tables, changes);
+        }
         Ok(out)
     }
 
     /// Writes one record in its own transaction.
-    pub fn put<V: Serialize>(&self, table: &Table<V>, key: &str, value: &V) -> Result<()> {
+    pub fn put<V>(&self, table: &Table<V>, key: &str, value: &V) -> Result<()>
+    where
+        V: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
         self.write(|tx| tx.put(table, key, value))
     }
+
+    /// Keeps `table` decoded in memory from now on (see the module
+    /// comment); loads it now. Idempotent.
+    pub fn cache<V>(&self, table: &Table<V>) -> Result<()>
+    where
+        V: DeserializeOwned + Send + Sync + 'static,
+    {
+        // Under the commit lock: no write of the table slips between the
+        // read and the load.
+        let mut tables = self.cache.lock_for_commit();
+        if tables.contains_key(table.name) {
+            return Ok(());
+        }
+        let records = self
+            .list(table)?
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v) as cache::Shared))
+            .collect();
+        tables.insert(table.name, records);
+        Ok(())
+    }
+
+    /// One record, shared: from the cache when the table is cached (no
+    /// decoding), else read and decoded.
+    pub fn get_shared<V>(&self, table: &Table<V>, key: &str) -> Result<Option<Arc<V>>>
+    where
+        V: DeserializeOwned + Send + Sync + 'static,
+    {
+        match self.cache.get(table.name, key) {
+            Some(hit) => hit.map(|r| downcast(table, r)).transpose(),
+            None => Ok(self.get(table, key)?.map(Arc::new)),
+        }
+    }
+
+    /// Every record of a table in key order, shared: from the cache when
+    /// the table is cached, else read and decoded.
+    pub fn list_shared<V>(&self, table: &Table<V>) -> Result<Vec<Arc<V>>>
+    where
+        V: DeserializeOwned + Send + Sync + 'static,
+    {
+        match self.cache.list(table.name) {
+            Some(all) => all.into_iter().map(|r| downcast(table, r)).collect(),
+            None => Ok(self
+                .list(table)?
+                .into_iter()
+                .map(|(_, v)| Arc::new(v))
+                .collect()),
+        }
+    }
+}
+
+fn downcast<V: Send + Sync + 'static>(table: &Table<V>, r: cache::Shared) -> Result<Arc<V>> {
+    r.downcast::<V>()
+        .map_err(|_| StoreError::CacheType { table: table.name })
 }
 
 /// What a key prefix names; see [`Store::resolve_prefix`].
@@ -280,6 +361,9 @@ pub enum Prefix {
 /// A write transaction in progress; see [`Store::write`].
 pub struct Txn<'a> {
     tx: &'a redb::WriteTransaction,
+    cache: &'a Cache,
+    /// Changes of cached tables, applied to the cache on commit.
+    changes: Vec<Change>,
 }
 
 impl fmt::Debug for Txn<'_> {
@@ -289,7 +373,10 @@ impl fmt::Debug for Txn<'_> {
 }
 
 impl Txn<'_> {
-    pub fn put<V: Serialize>(&mut self, table: &Table<V>, key: &str, value: &V) -> Result<()> {
+    pub fn put<V>(&mut self, table: &Table<V>, key: &str, value: &V) -> Result<()>
+    where
+        V: Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
         let bytes = serde_json::to_vec(value).map_err(|source| StoreError::Encode {
             table: table.name,
             key: key.to_owned(),
@@ -298,12 +385,24 @@ impl Txn<'_> {
         self.tx
             .open_table(table.def())?
             .insert(key, bytes.as_slice())?;
+        if self.cache.is_cached(table.name) {
+            // The cached copy is what a read from disk would give, decoded
+            // once here rather than on every read.
+            let copy: V = decode(table, key, &bytes)?;
+            self.changes
+                .push(Change::Put(table.name, key.to_owned(), Arc::new(copy)));
+        }
         Ok(())
     }
 
     /// Removes a record; returns whether it existed.
     pub fn delete<V>(&mut self, table: &Table<V>, key: &str) -> Result<bool> {
-        Ok(self.tx.open_table(table.def())?.remove(key)?.is_some())
+        let existed = self.tx.open_table(table.def())?.remove(key)?.is_some();
+        if existed && self.cache.is_cached(table.name) {
+            self.changes
+                .push(Change::Delete(table.name, key.to_owned()));
+        }
+        Ok(existed)
     }
 
     pub fn get<V: DeserializeOwned>(&mut self, table: &Table<V>, key: &str) -> Result<Option<V>> {
@@ -417,6 +516,105 @@ mod tests {
         });
         assert!(r.is_err());
         assert_eq!(store.get(&RECS, "a").unwrap(), None);
+    }
+
+    fn shared(v: Vec<Arc<Rec>>) -> Vec<Rec> {
+        v.into_iter().map(|r| (*r).clone()).collect()
+    }
+
+    #[test]
+    fn a_cached_table_reads_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        store.put(&RECS, "b", &rec("b", 2)).unwrap();
+        store.cache(&RECS).unwrap();
+        store.cache(&RECS).unwrap();
+        store.put(&RECS, "a", &rec("a", 1)).unwrap();
+        store.put(&RECS, "b", &rec("b", 3)).unwrap();
+        assert_eq!(
+            shared(store.list_shared(&RECS).unwrap()),
+            vec![rec("a", 1), rec("b", 3)]
+        );
+        // A failed transaction changes neither the file nor the cache.
+        let r: Result<(), StoreError> = store.write(|tx| {
+            tx.put(&RECS, "c", &rec("c", 9))?;
+            tx.delete(&RECS, "a")?;
+            Err(StoreError::CacheType { table: "x" })
+        });
+        assert!(r.is_err());
+        assert_eq!(store.list_shared(&RECS).unwrap().len(), 2);
+        store
+            .write(|tx| {
+                tx.delete(&RECS, "a")?;
+                tx.put(&RECS, "c", &rec("c", 4))
+            })
+            .unwrap();
+        let from_disk: Vec<Rec> = store
+            .list(&RECS)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(shared(store.list_shared(&RECS).unwrap()), from_disk);
+        assert_eq!(store.get_shared(&RECS, "a").unwrap(), None);
+        assert_eq!(*store.get_shared(&RECS, "c").unwrap().unwrap(), rec("c", 4));
+        // The same record is handed out without copying or decoding.
+        let one = store.get_shared(&RECS, "c").unwrap().unwrap();
+        let two = store.get_shared(&RECS, "c").unwrap().unwrap();
+        assert!(Arc::ptr_eq(&one, &two));
+    }
+
+    #[test]
+    fn uncached_tables_read_the_same_through_the_shared_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        store.put(&RECS, "a", &rec("a", 1)).unwrap();
+        assert_eq!(shared(store.list_shared(&RECS).unwrap()), vec![rec("a", 1)]);
+        assert_eq!(*store.get_shared(&RECS, "a").unwrap().unwrap(), rec("a", 1));
+    }
+
+    #[test]
+    fn a_cached_table_read_as_another_type_is_an_error() {
+        const OTHER: Table<u32> = Table::new("recs");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        store.put(&RECS, "a", &rec("a", 1)).unwrap();
+        store.cache(&RECS).unwrap();
+        assert!(matches!(
+            store.list_shared(&OTHER),
+            Err(StoreError::CacheType { table: "recs" })
+        ));
+    }
+
+    #[test]
+    fn concurrent_writers_leave_the_cache_equal_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("meta.redb")).unwrap();
+        store.cache(&RECS).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25u32 {
+                        store.put(&RECS, "same", &rec("same", t * 100 + i)).unwrap();
+                        store
+                            .put(&RECS, &format!("k{t}-{i}"), &rec("x", i))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let from_disk: Vec<Rec> = store
+            .list(&RECS)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(from_disk.len(), 101);
+        assert_eq!(shared(store.list_shared(&RECS).unwrap()), from_disk);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub async fn reconcile_leases(shared: &Shared) -> Result<(), Status> {
         .list(&ContainerFilter::default())
         .map_err(error::container)?
         .iter()
-        .map(lease_of)
+        .map(|r| lease_of(r))
         .collect();
     let mut collect = false;
     for holder in shared.images.lease_holders().map_err(error::image)? {

@@ -204,7 +204,7 @@ impl RuntimeService for RuntimeSvc {
         let filter = pod::filter_from(request.into_inner().filter);
         let items = self.shared.pods.list(&filter).map_err(error::pod)?;
         Ok(Response::new(ListPodSandboxResponse {
-            items: items.iter().map(pod::list_item).collect(),
+            items: items.iter().map(|r| pod::list_item(r)).collect(),
         }))
     }
 
@@ -287,7 +287,7 @@ impl RuntimeService for RuntimeSvc {
             .list(&filter)
             .map_err(error::container)?;
         Ok(Response::new(ListContainersResponse {
-            containers: items.iter().map(container::list_item).collect(),
+            containers: items.iter().map(|r| container::list_item(r)).collect(),
         }))
     }
 
