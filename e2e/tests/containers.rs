@@ -467,7 +467,9 @@ async fn lifecycle(tag: &str, handler: &'static str) {
             .await
             .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    assert!(!s.e.d.root_dir.join("containers").join(&limited).exists());
+    // Its files go in the background, right after the reply.
+    let dir = s.e.d.root_dir.join("containers").join(&limited);
+    eventually("the removed container's directory goes", || !dir.exists()).await;
     // Removing again (unknown id) is fine.
     s.remove(&limited).await;
 
@@ -720,6 +722,59 @@ async fn outlive(tag: &str, handler: &'static str) {
     s.finish().await;
 }
 
+/// berthd killed after RemoveContainer's transaction but before the
+/// container's state was deleted: the next start finishes the removal.
+#[tokio::test]
+async fn an_interrupted_removal_is_finished_at_the_next_start() {
+    if !root_or_skip("an_interrupted_removal_is_finished_at_the_next_start") {
+        return;
+    }
+    use berth_runtime::record::{CONTAINER_NAMES, CONTAINER_REMOVALS, CONTAINERS};
+    let mut s = setup("ctrrmcrash", "berth", fixture::busybox()).await;
+    let id = s.run("victim", &["sleep", "1000"]).await;
+    s.stop(&id, 0).await;
+    s.e.d.kill9();
+    // The state RemoveContainer's transaction leaves: record and name gone,
+    // the container listed for deletion.
+    {
+        let store = berth_store::Store::open(&s.e.d.root_dir.join("meta.redb")).unwrap();
+        store
+            .write(|tx| {
+                let rec = tx.get(&CONTAINERS, &id)?.expect("record");
+                tx.delete(&CONTAINERS, &id)?;
+                tx.delete(&CONTAINER_NAMES, &rec.reservation_key())?;
+                tx.put(&CONTAINER_REMOVALS, &id, &rec)
+            })
+            .unwrap();
+    }
+    let dir = s.e.d.root_dir.join("containers").join(&id);
+    assert!(dir.exists());
+    s.e.d.spawn_and_wait_ready();
+    s.c = s.e.d.client().await;
+    // Finished before the daemon serves.
+    assert!(!dir.exists(), "{} left", dir.display());
+    let runtime_root = s.e.d.state_dir.join("runtime/berth");
+    for p in [
+        runtime_root.join(&id),
+        runtime_root.join(".berth").join(&id),
+    ] {
+        assert!(!p.exists(), "runtime state left: {}", p.display());
+    }
+    let e =
+        s.c.runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // The name is free again.
+    let again = s.run("victim", &["sleep", "1000"]).await;
+    assert_ne!(again, id);
+    s.finish().await;
+}
+
 #[tokio::test]
 async fn bad_container_requests_get_specific_errors() {
     if !root_or_skip("bad_container_requests_get_specific_errors") {
@@ -923,6 +978,18 @@ async fn a_removed_image_keeps_the_snapshots_its_containers_use() {
     assert_eq!(s.sh(&id, "echo still-here").await, (0, "still-here".into()));
     // Removing the container releases them for collection.
     s.remove(&id).await;
-    assert!(snapshots(&s).is_empty(), "{:?}", snapshots(&s));
+    eventually("the snapshots are collected", || snapshots(&s).is_empty()).await;
     s.finish().await;
+}
+
+/// Waits up to 10 s for `done` (work berthd finishes after its reply).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

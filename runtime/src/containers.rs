@@ -19,7 +19,8 @@ use tokio::sync::Mutex;
 use crate::config::{Config, find_binary};
 use crate::error::RuntimeError;
 use crate::record::{
-    CONTAINER_NAMES, CONTAINERS, ContainerRecord, ImageRef, State, reservation_key,
+    CONTAINER_NAMES, CONTAINER_REMOVALS, CONTAINERS, ContainerRecord, ImageRef, State,
+    reservation_key,
 };
 use crate::rootfs::{self, Layout};
 use crate::shim::Shims;
@@ -68,6 +69,25 @@ pub struct Paths {
     pub containers: PathBuf,
     /// `<state>`: shims under `shims/`, runtime roots under `runtime/`.
     pub state: PathBuf,
+}
+
+/// A removed container whose runtime state and files are being deleted in
+/// the background; see [`Containers::remove`].
+#[derive(Debug)]
+pub struct Removal {
+    /// The record as it was removed.
+    pub record: ContainerRecord,
+    done: tokio::task::JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl Removal {
+    /// Waits until the container's runtime state and files are deleted.
+    pub async fn finished(self) -> Result<ContainerRecord, RuntimeError> {
+        self.done
+            .await
+            .map_err(|e| RuntimeError::Runtime(format!("removal task: {e}")))??;
+        Ok(self.record)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -572,7 +592,17 @@ impl Containers {
             return Ok(());
         }
         rec.released = true;
-        self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
+        // RemoveContainer does not wait for this release: the record may
+        // have moved to the removals table meanwhile, and must not come
+        // back.
+        self.inner.store.write(|tx| {
+            if tx.get(&CONTAINERS, &rec.id)?.is_some() {
+                tx.put(&CONTAINERS, &rec.id, rec)?;
+            } else if tx.get(&CONTAINER_REMOVALS, &rec.id)?.is_some() {
+                tx.put(&CONTAINER_REMOVALS, &rec.id, rec)?;
+            }
+            Ok::<(), RuntimeError>(())
+        })?;
         Ok(())
     }
 
@@ -679,37 +709,86 @@ impl Containers {
     }
 
     /// RemoveContainer: kills a running container first; an unknown id is
-    /// fine. Returns the removed record.
-    pub async fn remove(&self, id: &str) -> Result<Option<ContainerRecord>, RuntimeError> {
+    /// fine. The record and the name reservation go at once, in one
+    /// transaction that also adds the container to `container_removals`;
+    /// its runtime state and files go in the background, under its lock
+    /// (so after a release still in progress), and the returned
+    /// [`Removal`] completes when they are gone. A crash in between is
+    /// finished by [`recover`](Self::recover).
+    pub async fn remove(&self, id: &str) -> Result<Option<Removal>, RuntimeError> {
         let Some(id) = self.resolve_id(id)? else {
             return Ok(None);
         };
-        let lock = self.lock_for(&id);
-        let g = lock.lock().await;
-        let Some(mut rec) = self.inner.store.get(&CONTAINERS, &id)? else {
+        let Some(rec) = self.inner.store.get(&CONTAINERS, &id)? else {
             return Ok(None);
         };
-        self.stop_locked(&mut rec, Duration::ZERO).await?;
+        // An exited container needs no lock: only its release still writes
+        // the record, and that write follows it into the removals table.
+        if matches!(rec.state, State::Creating | State::Created | State::Running) {
+            let lock = self.lock_for(&id);
+            let _g = lock.lock().await;
+            let Some(mut rec) = self.inner.store.get(&CONTAINERS, &id)? else {
+                return Ok(None);
+            };
+            self.stop_locked(&mut rec, Duration::ZERO).await?;
+        }
+        let removed = self.inner.store.write(|tx| {
+            let Some(rec) = tx.get(&CONTAINERS, &id)? else {
+                return Ok::<_, RuntimeError>(None);
+            };
+            tx.delete(&CONTAINERS, &id)?;
+            let key = rec.reservation_key();
+            if tx.get(&CONTAINER_NAMES, &key)?.as_deref() == Some(id.as_str()) {
+                tx.delete(&CONTAINER_NAMES, &key)?;
+            }
+            tx.put(&CONTAINER_REMOVALS, &id, &rec)?;
+            Ok(Some(rec))
+        })?;
+        let Some(record) = removed else {
+            return Ok(None);
+        };
+        tracing::info!(container_id = %id, "container removed");
+        let this = self.clone();
+        let done = tokio::spawn(async move {
+            let r = this.finish_removal(&id).await;
+            if let Err(e) = &r {
+                tracing::warn!(container_id = %id, error = %e, "deleting a removed container's state; retried at the next start");
+            }
+            r
+        });
+        Ok(Some(Removal { record, done }))
+    }
+
+    /// Deletes a removed container's runtime state and files, then its
+    /// entry in `container_removals`.
+    async fn finish_removal(&self, id: &str) -> Result<(), RuntimeError> {
+        let lock = self.lock_for(id);
+        let g = lock.lock().await;
+        let Some(rec) = self.inner.store.get(&CONTAINER_REMOVALS, id)? else {
+            return Ok(());
+        };
         if !rec.released && self.inner.shims.alive(&rec.pod_id).await {
             self.inner
                 .shims
                 .call(
                     &rec.pod_id,
-                    &Request::Delete { id: id.clone() },
+                    &Request::Delete { id: id.to_owned() },
                     Some(KILL_WAIT),
                 )
                 .await?;
         }
-        let layout = Layout::new(&self.inner.paths.containers, &id);
+        let layout = Layout::new(&self.inner.paths.containers, id);
         tokio::task::spawn_blocking(move || rootfs::remove(&layout))
             .await
             .map_err(|e| RuntimeError::Runtime(e.to_string()))?
             .map_err(|e| RuntimeError::io("removing container rootfs", e))?;
-        self.forget(&rec)?;
+        self.inner.store.write(|tx| {
+            tx.delete(&CONTAINER_REMOVALS, id)?;
+            Ok::<(), RuntimeError>(())
+        })?;
         drop(g);
-        self.forget_lock(&id);
-        tracing::info!(container_id = %id, "container removed");
-        Ok(Some(rec))
+        self.forget_lock(id);
+        Ok(())
     }
 
     pub fn status(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
@@ -743,6 +822,18 @@ impl Containers {
             .collect())
     }
 
+    /// Removed containers whose state is not deleted yet (their image
+    /// snapshots must stay).
+    pub fn pending_removals(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
+        Ok(self
+            .inner
+            .store
+            .list(&CONTAINER_REMOVALS)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
     /// Every container of a pod (any state).
     pub fn of_pod(&self, pod_id: &str) -> Result<Vec<Arc<ContainerRecord>>, RuntimeError> {
         Ok(self
@@ -766,11 +857,20 @@ impl Containers {
 
     /// RemovePodSandbox: removes every container of the pod, then stops
     /// its shim. Returns the removed records.
+    /// RemovePodSandbox: removes every container of the pod and waits until
+    /// their state is deleted, then shuts the pod's shim down.
     pub async fn remove_pod(&self, pod_id: &str) -> Result<Vec<ContainerRecord>, RuntimeError> {
         let mut removed = Vec::new();
         for rec in self.of_pod(pod_id)? {
             if let Some(r) = self.remove(&rec.id).await? {
-                removed.push(r);
+                removed.push(r.finished().await?);
+            }
+        }
+        // Containers removed earlier whose deletion is still running (or
+        // failed): finished before their shim goes.
+        for rec in self.pending_removals()? {
+            if rec.pod_id == pod_id {
+                self.finish_removal(&rec.id).await?;
             }
         }
         self.inner.shims.shutdown(pod_id).await?;
@@ -904,6 +1004,12 @@ impl Containers {
     /// At daemon start: unwinds creates a crash interrupted, reconnects to
     /// live shims, and records exits that happened while berthd was down.
     pub async fn recover(&self) -> Result<(), RuntimeError> {
+        for (id, _) in self.inner.store.list(&CONTAINER_REMOVALS)? {
+            tracing::info!(container_id = %id, "finishing the removal of a container");
+            if let Err(e) = self.finish_removal(&id).await {
+                tracing::warn!(container_id = %id, error = %e, "finishing a container's removal; retried at the next start");
+            }
+        }
         for (id, rec) in self.inner.store.list(&CONTAINERS)? {
             match rec.state {
                 State::Creating => {

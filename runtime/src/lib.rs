@@ -10,6 +10,8 @@ pub mod rootfs;
 pub mod shim;
 
 pub use config::{Config, Handler};
-pub use containers::{ContainerFilter, Containers, CreateRequest, ExecOutput, ImageInfo, Paths};
+pub use containers::{
+    ContainerFilter, Containers, CreateRequest, ExecOutput, ImageInfo, Paths, Removal,
+};
 pub use error::RuntimeError;
 pub use record::{ContainerRecord, ImageRef, State};

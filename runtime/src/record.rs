@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 pub const CONTAINERS: Table<ContainerRecord> = Table::new("containers");
 /// Reservation key (name, pod name, namespace, uid, attempt) → container id.
 pub const CONTAINER_NAMES: Table<String> = Table::new("container_names");
+/// Removed containers whose runtime state and files are still being
+/// deleted (in the background after RemoveContainer; finished at the next
+/// start after a crash): id → the record as it was removed.
+pub const CONTAINER_REMOVALS: Table<ContainerRecord> = Table::new("container_removals");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum State {

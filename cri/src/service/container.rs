@@ -114,13 +114,22 @@ pub async fn release(shared: &Shared, removed: &[ContainerRecord]) -> Result<(),
 /// At start: leases whose container is gone (a crash between remove and
 /// release) are dropped.
 pub async fn reconcile_leases(shared: &Shared) -> Result<(), Status> {
-    let live: std::collections::HashSet<String> = shared
+    let mut live: std::collections::HashSet<String> = shared
         .containers
         .list(&ContainerFilter::default())
         .map_err(error::container)?
         .iter()
         .map(|r| lease_of(r))
         .collect();
+    // A removal not finished keeps its rootfs, so its lease.
+    live.extend(
+        shared
+            .containers
+            .pending_removals()
+            .map_err(error::container)?
+            .iter()
+            .map(lease_of),
+    );
     let mut collect = false;
     for holder in shared.images.lease_holders().map_err(error::image)? {
         if holder.starts_with("container:") && !live.contains(&holder) {

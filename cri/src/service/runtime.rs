@@ -263,16 +263,22 @@ impl RuntimeService for RuntimeSvc {
     ) -> Result<Response<RemoveContainerResponse>, Status> {
         let id = request.into_inner().container_id;
         let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let removed = shared
-                .containers
-                .remove(&id)
-                .await
-                .map_err(error::container)?;
-            container::release(&shared, removed.as_slice()).await
-        })
-        .await
-        .map_err(error::join)??;
+        let removal = tokio::spawn(async move { shared.containers.remove(&id).await })
+            .await
+            .map_err(error::join)?
+            .map_err(error::container)?;
+        if let Some(removal) = removal {
+            // Its image lease goes once its rootfs is gone, off the reply's
+            // path.
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                if let Ok(rec) = removal.finished().await
+                    && let Err(e) = container::release(&shared, &[rec]).await
+                {
+                    tracing::warn!(error = %e.message(), "releasing a removed container's image lease");
+                }
+            });
+        }
         Ok(Response::new(RemoveContainerResponse {}))
     }
 
