@@ -28,6 +28,9 @@ pub struct Config {
     pub shim_path: String,
     /// ExecSync keeps at most this many bytes of stdout and of stderr.
     pub exec_max_output: u64,
+    /// Resource limits of every container process, `NAME=SOFT:HARD` or
+    /// `NAME=VALUE` (see `berth_spec::rlimits`); empty: none set.
+    pub default_rlimits: Vec<String>,
     pub handlers: BTreeMap<String, Handler>,
 }
 
@@ -46,6 +49,7 @@ impl Default for Config {
             default_handler: "berth".into(),
             shim_path: String::new(),
             exec_max_output: 16 * 1024 * 1024,
+            default_rlimits: Vec::new(),
             handlers,
         }
     }
@@ -66,6 +70,8 @@ impl Config {
         if self.exec_max_output == 0 {
             return Err(("exec_max_output", "must be at least 1".into()));
         }
+        berth_spec::rlimits::parse_rlimits(&self.default_rlimits)
+            .map_err(|e| ("default_rlimits", e))?;
         Ok(())
     }
 
@@ -130,6 +136,19 @@ mod tests {
         let (key, msg) = c.validate().unwrap_err();
         assert_eq!(key, "default_handler");
         assert!(msg.contains("berth, runc"), "{msg}");
+    }
+
+    #[test]
+    fn default_rlimits_are_checked_at_load() {
+        let mut c = Config {
+            default_rlimits: vec!["nofile=1024:4096".into(), "core=0".into()],
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
+        c.default_rlimits.push("nofiles=1".into());
+        let (key, msg) = c.validate().unwrap_err();
+        assert_eq!(key, "default_rlimits");
+        assert!(msg.contains("unknown limit"), "{msg}");
     }
 
     #[test]

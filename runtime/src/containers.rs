@@ -105,6 +105,8 @@ struct Inner {
     driver: CgroupDriver,
     /// berthd's own oom_score_adj: containers never go below it.
     min_oom_score_adj: i32,
+    /// `[runtime] default_rlimits`, parsed.
+    rlimits: Vec<oci_spec::runtime::PosixRlimit>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -129,6 +131,8 @@ impl Containers {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
+        let rlimits = berth_spec::rlimits::parse_rlimits(&config.default_rlimits)
+            .map_err(RuntimeError::InvalidArgument)?;
         let shims = Shims::new(shim_bin, paths.state.join("shims"));
         // kubelet lists containers every second: keep them decoded.
         store.cache(&CONTAINERS)?;
@@ -141,6 +145,7 @@ impl Containers {
                 cgroups,
                 driver,
                 min_oom_score_adj,
+                rlimits,
                 locks: Default::default(),
             }),
         })
@@ -351,6 +356,7 @@ impl Containers {
             sandbox: &sandbox,
             cgroups_path: rec.cgroups_path.clone(),
             min_oom_score_adj: self.inner.min_oom_score_adj,
+            rlimits: &self.inner.rlimits,
         })?;
         let user = spec
             .process()

@@ -23,6 +23,7 @@ mod mounts;
 mod namespaces;
 pub mod process;
 mod resources;
+pub mod rlimits;
 mod rootfs;
 pub mod security;
 mod signal;
@@ -68,6 +69,9 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
     /// berthd's own oom_score_adj: the container's is never set below it.
     pub min_oom_score_adj: i32,
+    /// Resource limits of the container's processes (`[runtime]
+    /// default_rlimits`); empty: none set, inherited from the shim.
+    pub rlimits: &'a [oci_spec::runtime::PosixRlimit],
 }
 
 /// The pod sandbox as the container sees it.
@@ -147,8 +151,9 @@ pub fn generate_with(input: &SpecInput, host: &Host) -> Result<Spec, SpecError> 
     proc.set_env(Some(env));
     proc.set_cwd(PathBuf::from(cwd));
     proc.set_capabilities(Some(sec.capabilities.clone()));
-    // containerd's CRI drops the default rlimits: the process inherits them.
-    proc.set_rlimits(None);
+    // The CRI has no rlimits; without configured ones berth does as
+    // containerd's CRI does (none set: the process inherits them).
+    proc.set_rlimits((!input.rlimits.is_empty()).then(|| input.rlimits.to_vec()));
     proc.set_no_new_privileges(Some(sec.no_new_privileges));
     proc.set_apparmor_profile(sec.apparmor_profile.clone());
     proc.set_selinux_label(None);
@@ -268,6 +273,7 @@ pub(crate) mod testutil {
         pub sandbox_config: PodSandboxConfig,
         pub image: ImageConfiguration,
         pub sandbox: Sandbox,
+        pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
     }
 
     impl Fixture {
@@ -299,6 +305,7 @@ pub(crate) mod testutil {
                 sandbox_config: PodSandboxConfig::default(),
                 image: ImageConfiguration::default(),
                 sandbox,
+                rlimits: Vec::new(),
                 dir,
             }
         }
@@ -313,6 +320,7 @@ pub(crate) mod testutil {
                 sandbox: &self.sandbox,
                 cgroups_path: "/kubepods/pod1/c1".into(),
                 min_oom_score_adj: -500,
+                rlimits: &self.rlimits,
             }
         }
 

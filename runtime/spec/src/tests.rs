@@ -75,6 +75,14 @@ fn basic_container() {
     assert_eq!(p.no_new_privileges(), Some(false));
     assert!(p.rlimits().is_none());
     assert!(p.oom_score_adj().is_none());
+
+    // Configured default rlimits are set, and kept by exec processes.
+    f.rlimits = crate::rlimits::parse_rlimits(&["nofile=1024:2048".into()]).unwrap();
+    let spec = generate_with(&f.input(), &host()).unwrap();
+    let r = spec.process().as_ref().unwrap().rlimits().clone().unwrap();
+    assert_eq!((r.len(), r[0].soft(), r[0].hard()), (1, 1024, 2048));
+    let exec = crate::process_for_exec(&spec, &["sh".to_string()]).unwrap();
+    assert_eq!(exec.rlimits().as_ref().unwrap().len(), 1);
     let caps = p.capabilities().as_ref().unwrap();
     assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);
     assert!(
