@@ -277,7 +277,10 @@ fn expand_slice(slice: &str) -> Result<String> {
     Ok(out)
 }
 
-/// Writes `data` to a temporary file next to `path`, fsyncs and renames it.
+/// Writes `data` to a temporary file next to `path` and renames it, so
+/// readers see all of it or none. No fsync: runtime state is volatile by
+/// design (it describes processes that do not survive the machine, and
+/// lives in the state dir, normally tmpfs), as runc's is.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -293,7 +296,6 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .mode(mode)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
         fs::rename(&tmp, path)
     })();
     if let Err(e) = result {

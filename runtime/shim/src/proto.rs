@@ -12,7 +12,7 @@
 //! - `shim.sock`: the control socket.
 //! - `shim.pid`: the shim's pid, decimal, written before it answers.
 //! - `<container-id>.exit`: an [`Exit`] as JSON, written atomically (temp
-//!   file, fsync, rename) when the container's init process is reaped. It
+//!   file, rename; see `write_atomic` for why no fsync) when the container's init process is reaped. It
 //!   is removed by `Delete`.
 //!
 //! Starting a shim: `berth-shim --pod-id ID --dir DIR [--log-level LEVEL]`.

@@ -60,8 +60,12 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes `path` atomically: a temp file next to it, fsync, rename, and
-/// fsync of the directory.
+/// Writes `path` atomically: a temp file next to it, then a rename, so a
+/// reader (berthd, also after a crash of its own) sees the whole record or
+/// none. No fsync: the shim's files live in berthd's state dir, which does
+/// not outlive the machine in any useful way (its containers die with it,
+/// and berthd treats a pod whose namespaces are gone as not ready); the
+/// page cache already survives any process crash.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -69,19 +73,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let res = (|| {
         let mut f = File::create(tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
         fs::rename(tmp, path)
     })();
     if res.is_err() {
         let _ = fs::remove_file(tmp);
     }
-    res?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    res
 }
 
 /// Path of a container's exit record.
