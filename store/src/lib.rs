@@ -522,6 +522,16 @@ mod tests {
         v.into_iter().map(|r| (*r).clone()).collect()
     }
 
+    /// The table as read from the file, bypassing the cache.
+    fn on_disk(store: &Store) -> Vec<Rec> {
+        store
+            .list(&RECS)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
     #[test]
     fn a_cached_table_reads_what_was_committed() {
         let dir = tempfile::tempdir().unwrap();
@@ -549,12 +559,7 @@ mod tests {
                 tx.put(&RECS, "c", &rec("c", 4))
             })
             .unwrap();
-        let from_disk: Vec<Rec> = store
-            .list(&RECS)
-            .unwrap()
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
+        let from_disk = on_disk(&store);
         assert_eq!(shared(store.list_shared(&RECS).unwrap()), from_disk);
         assert_eq!(store.get_shared(&RECS, "a").unwrap(), None);
         assert_eq!(*store.get_shared(&RECS, "c").unwrap().unwrap(), rec("c", 4));
@@ -607,12 +612,7 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        let from_disk: Vec<Rec> = store
-            .list(&RECS)
-            .unwrap()
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
+        let from_disk = on_disk(&store);
         assert_eq!(from_disk.len(), 101);
         assert_eq!(shared(store.list_shared(&RECS).unwrap()), from_disk);
     }
