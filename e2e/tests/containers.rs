@@ -731,6 +731,66 @@ async fn outlive(tag: &str, handler: &'static str) {
     s.finish().await;
 }
 
+/// A container with `tty: true` gets a terminal (the runtime's console
+/// socket): its output, stderr included, is logged as stdout; exec works.
+#[tokio::test]
+async fn tty_containers_get_a_terminal() {
+    if !root_or_skip("tty_containers_get_a_terminal") {
+        return;
+    }
+    for (tag, handler) in [("ctrtty", "berth"), ("ctrttyrunc", "runc")] {
+        let mut s = setup(tag, handler, fixture::busybox()).await;
+        let mut cfg = s.config(
+            "term",
+            &[
+                "sh",
+                "-c",
+                "[ -t 1 ] && echo stdout-is-a-tty; tty; echo to-stderr >&2; sleep 1000",
+            ],
+        );
+        cfg.tty = true;
+        let id = s
+            .create(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("{handler}: {e:?}\n{}", s.e.d.log()));
+        s.start(&id).await;
+        let log = s.log_file("term");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = if log.exists() {
+                log_lines(&log)
+            } else {
+                Vec::new()
+            };
+            let has = |text: &str| {
+                lines
+                    .iter()
+                    .any(|(stream, _, rest)| stream == "stdout" && rest.contains(text))
+            };
+            if has("stdout-is-a-tty") && has("/dev/pts/") && has("to-stderr") {
+                assert!(
+                    lines.iter().all(|(stream, _, _)| stream == "stdout"),
+                    "{lines:?}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{handler}: tty output not logged: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            s.sh(&id, "echo in-exec").await,
+            (0, "in-exec".into()),
+            "{handler}"
+        );
+        s.stop(&id, 0).await;
+        assert_eq!(s.status(&id).await.exit_code, 137, "{handler}");
+        s.finish().await;
+    }
+}
+
 /// `[runtime] default_rlimits` reach the container's processes and its
 /// exec processes, on both handlers.
 #[tokio::test]

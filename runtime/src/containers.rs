@@ -388,6 +388,7 @@ impl Containers {
                     runtime,
                     log_path,
                     stdin: req.config.stdin,
+                    tty: req.config.tty,
                     memory_cgroup: self.memory_cgroup(&rec.cgroups_path),
                 }),
                 Some(Duration::from_secs(120)),

@@ -96,6 +96,11 @@ pub struct Create {
     /// Keep the container's stdin pipe open (for a later attach). When
     /// false its stdin is a pipe already at end of file.
     pub stdin: bool,
+    /// The container has a terminal (`process.terminal`): the runtime gets
+    /// a console socket and the pty master replaces the stdio pipes; all
+    /// output is logged as `stdout`.
+    #[serde(default)]
+    pub tty: bool,
     /// The container's memory cgroup directory (v1: the memory controller's
     /// directory; v2: the unified one), to tell an OOM kill from another
     /// SIGKILL when the container exits. None: never reported as OOM.

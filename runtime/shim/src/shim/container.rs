@@ -10,6 +10,7 @@ use berth_shim::proto::{ContainerState, Create, ErrorKind, Exit, Response, Runti
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
+use super::console::ConsoleSocket;
 use super::crilog::{self, FLUSH_AT, LineSplitter, LogFile};
 use super::diag::Level;
 use super::reaper;
@@ -275,20 +276,28 @@ impl Shim {
             Ok(p) => p,
             Err(e) => return error(ErrorKind::Io, format!("pipe: {e}")),
         };
-        let stdin = req.stdin.then_some(in_w);
+        let serial = self.next_serial();
+        let console = match req.tty.then(|| ConsoleSocket::bind(&self.dir, serial)) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => return error(ErrorKind::Io, format!("console socket: {e}")),
+        };
         // A record left by an earlier container of that id is stale.
         let _ = fs::remove_file(reaper::exit_path(&self.dir, &req.id));
         let pid_file = req.bundle.join("init.pid");
         let _ = fs::remove_file(&pid_file);
         let rt_log = req.bundle.join("runtime.log");
-        let args = [
+        let mut args = vec![
             OsStr::new("create"),
             OsStr::new("--bundle"),
             req.bundle.as_os_str(),
             OsStr::new("--pid-file"),
             pid_file.as_os_str(),
-            OsStr::new(&req.id),
         ];
+        if let Some(c) = &console {
+            args.extend([OsStr::new("--console-socket"), c.path.as_os_str()]);
+        }
+        args.push(OsStr::new(&req.id));
         let res = self.call_runtime(
             &req.runtime,
             &rt_log,
@@ -296,17 +305,26 @@ impl Shim {
             Some([in_r, out_w, err_w]),
             CREATE_TIMEOUT,
         );
-        let pid = res.and_then(|()| {
-            fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
-                .filter(|&p| p > 0)
-                .ok_or(Failure {
+        let created = res
+            .and_then(|()| {
+                fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .filter(|&p| p > 0)
+                    .ok_or(Failure {
+                        detail: None,
+                        summary: format!("no pid in {}", pid_file.display()),
+                    })
+            })
+            .and_then(|pid| match &console {
+                None => Ok((pid, None)),
+                Some(c) => c.receive().map(|m| (pid, Some(m))).map_err(|e| Failure {
                     detail: None,
-                    summary: format!("no pid in {}", pid_file.display()),
-                })
-        });
-        let pid = match pid {
+                    summary: format!("console: {e}"),
+                }),
+            });
+        drop(console);
+        let (pid, master) = match created {
             Ok(p) => p,
             Err(mut f) => {
                 if f.detail.is_none() {
@@ -336,9 +354,18 @@ impl Shim {
             .as_deref()
             .and_then(reaper::read_oom_kill)
             .unwrap_or(0);
-        let serial = self.next_serial();
+        // With a terminal the pty master is the container's stdio; the
+        // pipes only carried the runtime's own output.
+        let (outputs, stdin) = match master {
+            Some(m) => {
+                let stdin = if req.stdin { m.try_clone().ok() } else { None };
+                ([Some(m), None], stdin)
+            }
+            None => ([Some(out_r), Some(err_r)], req.stdin.then_some(in_w)),
+        };
         let mut out = [None, None];
-        for (stream, fd) in [out_r, err_r].into_iter().enumerate() {
+        for (stream, fd) in outputs.into_iter().enumerate() {
+            let Some(fd) = fd else { continue };
             match self.watch_output(serial, stream, fd) {
                 Ok(p) => out[stream] = Some(p),
                 Err(e) => diag!(

@@ -4,6 +4,7 @@
 //! - `poller`: epoll and tokens;
 //! - `server`: the control socket and its requests;
 //! - `container`: container records, stdio pipes and their log pumping;
+//! - `console`: the console socket of TTY containers;
 //! - `crilog`: the CRI log format and log files;
 //! - `reaper`: SIGCHLD, reaping, exit records, OOM detection;
 //! - `runtime`: OCI runtime command lines and bounded synchronous calls;
@@ -11,6 +12,7 @@
 
 #[macro_use]
 pub mod diag;
+pub mod console;
 pub mod container;
 pub mod crilog;
 pub mod exec;

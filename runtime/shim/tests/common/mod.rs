@@ -190,6 +190,7 @@ impl Env {
             runtime: self.runtime(),
             log_path: log.map(Path::to_path_buf),
             stdin: false,
+            tty: false,
             memory_cgroup: Some(b.memory_cgroup()),
         }
     }
