@@ -209,6 +209,15 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         ),
     }
     server.abort();
+    // Containers removed just before: their state goes now rather than at
+    // the next start.
+    match tokio::time::timeout(shutdown_timeout, shared.containers.finish_removals()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "finishing container removals at shutdown"),
+        Err(_) => tracing::warn!(
+            "container removals still running at shutdown; finished at the next start"
+        ),
+    }
     drop(shared);
     drop(lock);
     Ok(())

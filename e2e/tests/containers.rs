@@ -837,6 +837,39 @@ async fn configured_rlimits_apply_to_containers() {
     }
 }
 
+/// berthd stopped (SIGTERM) while a removal runs in the background: it
+/// finishes the removal before exiting.
+#[tokio::test]
+async fn a_removal_in_progress_is_finished_at_shutdown() {
+    if !root_or_skip("a_removal_in_progress_is_finished_at_shutdown") {
+        return;
+    }
+    let mut s = setup("ctrrmstop", "berth", fixture::busybox()).await;
+    // 20,000 files in its upper dir: deleting them takes a while.
+    let id = s
+        .run(
+            "many",
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 20000 ]; do : > /f$i; i=$((i+1)); done; echo done; sleep 1000",
+            ],
+        )
+        .await;
+    let log = s.log_file("many");
+    eventually("the files are written", || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("stdout F done"))
+    })
+    .await;
+    s.remove(&id).await;
+    assert!(s.e.d.stop().success());
+    let dir = s.e.d.root_dir.join("containers").join(&id);
+    assert!(!dir.exists(), "{} left at shutdown", dir.display());
+    s.e.d.spawn_and_wait_ready();
+    s.c = s.e.d.client().await;
+    s.finish().await;
+}
+
 /// berthd killed after RemoveContainer's transaction but before the
 /// container's state was deleted: the next start finishes the removal.
 #[tokio::test]

@@ -829,6 +829,18 @@ impl Containers {
             .collect())
     }
 
+    /// Finishes every pending removal, waiting for those in progress: at
+    /// start (after a crash) and at shutdown. Failures are logged and left
+    /// for the next start.
+    pub async fn finish_removals(&self) -> Result<(), RuntimeError> {
+        for (id, _) in self.inner.store.list(&CONTAINER_REMOVALS)? {
+            if let Err(e) = self.finish_removal(&id).await {
+                tracing::warn!(container_id = %id, error = %e, "finishing a container's removal; retried at the next start");
+            }
+        }
+        Ok(())
+    }
+
     /// Removed containers whose state is not deleted yet (their image
     /// snapshots must stay).
     pub fn pending_removals(&self) -> Result<Vec<ContainerRecord>, RuntimeError> {
@@ -1011,12 +1023,7 @@ impl Containers {
     /// At daemon start: unwinds creates a crash interrupted, reconnects to
     /// live shims, and records exits that happened while berthd was down.
     pub async fn recover(&self) -> Result<(), RuntimeError> {
-        for (id, _) in self.inner.store.list(&CONTAINER_REMOVALS)? {
-            tracing::info!(container_id = %id, "finishing the removal of a container");
-            if let Err(e) = self.finish_removal(&id).await {
-                tracing::warn!(container_id = %id, error = %e, "finishing a container's removal; retried at the next start");
-            }
-        }
+        self.finish_removals().await?;
         for (id, rec) in self.inner.store.list(&CONTAINERS)? {
             match rec.state {
                 State::Creating => {
