@@ -376,11 +376,10 @@ impl Containers {
             .map_err(|e| RuntimeError::Runtime(format!("serializing the OCI spec: {e}")))?;
         std::fs::write(bundle.join("config.json"), json)
             .map_err(|e| RuntimeError::io("writing config.json", e))?;
-        self.inner.shims.ensure(&pod.id).await?;
         let created = self
             .inner
             .shims
-            .call(
+            .call_or_start(
                 &pod.id,
                 &Request::Create(proto::Create {
                     id: rec.id.clone(),
@@ -446,6 +445,10 @@ impl Containers {
                 "container_id is required".into(),
             ));
         }
+        // A full id (what kubelet sends) is a cache hit.
+        if self.inner.store.get_shared(&CONTAINERS, id)?.is_some() {
+            return Ok(Some(id.to_owned()));
+        }
         match self.inner.store.resolve_prefix(&CONTAINERS, id)? {
             Prefix::None => Ok(None),
             Prefix::One(full) => Ok(Some(full)),
@@ -455,10 +458,12 @@ impl Containers {
         }
     }
 
+    /// The record (from the store's cache: a copy, no decoding).
     fn get(&self, id: &str) -> Result<ContainerRecord, RuntimeError> {
         self.inner
             .store
-            .get(&CONTAINERS, id)?
+            .get_shared(&CONTAINERS, id)?
+            .map(|r| (*r).clone())
             .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))
     }
 

@@ -141,6 +141,34 @@ impl Shims {
             })
     }
 
+    /// A call that starts the pod's shim first when nothing answers its
+    /// socket (the pod's first container): no Hello round trip when the
+    /// shim runs. Retrying is safe: a refused connection sent nothing.
+    pub async fn call_or_start(
+        &self,
+        pod_id: &str,
+        req: &Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response, RuntimeError> {
+        match call_at_detailed(&self.socket(pod_id), req, timeout).await {
+            Err(CallError::Connect(_)) => {
+                self.ensure(pod_id).await?;
+                self.call(pod_id, req, timeout).await
+            }
+            other => other
+                .map_err(|e| RuntimeError::Shim {
+                    pod_id: pod_id.to_owned(),
+                    message: e.into(),
+                })
+                .and_then(|r| match r {
+                    Response::Error { kind, message } => {
+                        Err(RuntimeError::from_shim(kind, message))
+                    }
+                    r => Ok(r),
+                }),
+        }
+    }
+
     /// Stops the pod's shim (it kills what still runs) and removes its
     /// directory. A shim that is gone is fine.
     pub async fn shutdown(&self, pod_id: &str) -> Result<(), RuntimeError> {
@@ -165,15 +193,49 @@ impl Shims {
     }
 }
 
+/// Why a call to a shim failed.
+#[derive(Debug)]
+enum CallError {
+    /// Nothing accepted the connection: no shim runs there, and the
+    /// request was not sent.
+    Connect(String),
+    /// The exchange failed after connecting (or timed out).
+    Exchange(String),
+}
+
+impl From<CallError> for String {
+    fn from(e: CallError) -> String {
+        match e {
+            CallError::Connect(m) | CallError::Exchange(m) => m,
+        }
+    }
+}
+
 async fn call_at(
     sock: &Path,
     req: &Request,
     timeout: Option<Duration>,
 ) -> Result<Response, String> {
-    let exchange = async {
-        let stream = UnixStream::connect(sock)
+    call_at_detailed(sock, req, timeout)
+        .await
+        .map_err(String::from)
+}
+
+async fn call_at_detailed(
+    sock: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+) -> Result<Response, CallError> {
+    let connect = UnixStream::connect(sock);
+    let connected = match timeout {
+        Some(t) => tokio::time::timeout(t, connect)
             .await
-            .map_err(|e| format!("connecting to {}: {e}", sock.display()))?;
+            .map_err(|_| CallError::Exchange(format!("no connection within {t:?}")))?,
+        None => connect.await,
+    };
+    let stream = connected
+        .map_err(|e| CallError::Connect(format!("connecting to {}: {e}", sock.display())))?;
+    let exchange = async {
         let (r, mut w) = stream.into_split();
         let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
         line.push(b'\n');
@@ -191,10 +253,11 @@ async fn call_at(
         }
         serde_json::from_str::<Response>(&answer).map_err(|e| format!("bad answer: {e}"))
     };
-    match timeout {
+    let answer = match timeout {
         Some(t) => tokio::time::timeout(t, exchange)
             .await
-            .map_err(|_| format!("no answer within {t:?}"))?,
+            .unwrap_or_else(|_| Err(format!("no answer within {t:?}"))),
         None => exchange.await,
-    }
+    };
+    answer.map_err(CallError::Exchange)
 }
