@@ -871,7 +871,8 @@ async fn a_removal_in_progress_is_finished_at_shutdown() {
 }
 
 /// berthd killed after RemoveContainer's transaction but before the
-/// container's state was deleted: the next start finishes the removal.
+/// container's state was deleted: the next start finishes the removal (and
+/// sweeps a container directory no record names).
 #[tokio::test]
 async fn an_interrupted_removal_is_finished_at_the_next_start() {
     if !root_or_skip("an_interrupted_removal_is_finished_at_the_next_start") {
@@ -897,10 +898,15 @@ async fn an_interrupted_removal_is_finished_at_the_next_start() {
     }
     let dir = s.e.d.root_dir.join("containers").join(&id);
     assert!(dir.exists());
+    // And a rootfs mounted for a create whose record never committed.
+    let orphan = s.e.d.root_dir.join("containers").join("0rphan");
+    fs::create_dir_all(orphan.join("upper/etc")).unwrap();
+    fs::write(orphan.join("upper/etc/x"), "x").unwrap();
     s.e.d.spawn_and_wait_ready();
     s.c = s.e.d.client().await;
     // Finished before the daemon serves.
     assert!(!dir.exists(), "{} left", dir.display());
+    assert!(!orphan.exists(), "{} left", orphan.display());
     let runtime_root = s.e.d.state_dir.join("runtime/berth");
     for p in [
         runtime_root.join(&id),

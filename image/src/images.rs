@@ -256,7 +256,11 @@ impl Images {
             .get(&IMAGES, &id.to_string())?
             .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
         let chains: Vec<Digest> = rec.layers.iter().map(|l| l.chain_id).collect();
-        self.store.put(&LEASES, holder, &chains)?;
+        // Not synced on its own: the container's record, written durably
+        // right after, takes it to disk; a crash before that loses only a
+        // lease of a container that never existed.
+        self.store
+            .write_unsynced(|tx| tx.put(&LEASES, holder, &chains))?;
         Ok(rec)
     }
 

@@ -277,7 +277,14 @@ impl Containers {
             released: false,
         };
         rec.set_config(&req.config);
-        self.inner.store.write(|tx| {
+        // The rootfs is mounted while the reservation commits. A crash in
+        // between leaves a directory no record names: recover() sweeps it.
+        let layout = Layout::new(&self.inner.paths.containers, &id);
+        let mounting = {
+            let (l, lowers) = (layout.clone(), req.image.lowers.clone());
+            tokio::task::spawn_blocking(move || rootfs::mount_rootfs(&l, &lowers))
+        };
+        let reserved = self.inner.store.write(|tx| {
             if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
                 return Err(RuntimeError::AlreadyExists {
                     name: meta.name.clone(),
@@ -287,10 +294,27 @@ impl Containers {
             tx.put(&CONTAINER_NAMES, &key, &id)?;
             tx.put(&CONTAINERS, &id, &rec)?;
             Ok(())
-        })?;
+        });
+        let mounted = match mounting.await {
+            Ok(r) => r.map_err(|e| RuntimeError::io("container rootfs", e)),
+            Err(e) => Err(RuntimeError::Runtime(e.to_string())),
+        };
+        if let Err(e) = reserved {
+            if let Err(re) = tokio::task::spawn_blocking(move || rootfs::remove(&layout))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            {
+                tracing::warn!(container_id = %id, error = %re, "removing the rootfs of a refused create");
+            }
+            return Err(e);
+        }
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
-        match self.create_parts(&req, &rec, runtime, log_path).await {
+        let parts = match mounted {
+            Ok(()) => self.create_parts(&req, &rec, runtime, log_path).await,
+            Err(e) => Err(e),
+        };
+        match parts {
             Ok((pid, user)) => {
                 rec.state = State::Created;
                 rec.pid = pid;
@@ -318,12 +342,6 @@ impl Containers {
         log_path: Option<PathBuf>,
     ) -> Result<(u32, crate::record::User), RuntimeError> {
         let layout = Layout::new(&self.inner.paths.containers, &rec.id);
-        let lowers = req.image.lowers.clone();
-        let l = layout.clone();
-        tokio::task::spawn_blocking(move || rootfs::mount_rootfs(&l, &lowers))
-            .await
-            .map_err(|e| RuntimeError::Runtime(e.to_string()))?
-            .map_err(|e| RuntimeError::io("container rootfs", e))?;
         let pod = req.pod;
         let sandbox = Sandbox {
             netns: pod.netns.clone(),
@@ -1047,6 +1065,29 @@ impl Containers {
                     }
                 }
                 State::Exited | State::Unknown => {}
+            }
+        }
+        self.sweep_orphan_dirs()?;
+        Ok(())
+    }
+
+    /// Container directories no record names (a crash between mounting a
+    /// rootfs and committing its record): unmounted and removed.
+    fn sweep_orphan_dirs(&self) -> Result<(), RuntimeError> {
+        let Ok(entries) = std::fs::read_dir(&self.inner.paths.containers) else {
+            return Ok(());
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !e.file_type().is_ok_and(|t| t.is_dir())
+                || self.inner.store.get_shared(&CONTAINERS, &name)?.is_some()
+                || self.inner.store.get(&CONTAINER_REMOVALS, &name)?.is_some()
+            {
+                continue;
+            }
+            tracing::warn!(container_id = %name, "removing a container directory no record names");
+            if let Err(err) = rootfs::remove(&Layout::new(&self.inner.paths.containers, &name)) {
+                tracing::warn!(container_id = %name, error = %err, "removing an orphaned container directory");
             }
         }
         Ok(())

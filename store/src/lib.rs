@@ -96,6 +96,11 @@ impl From<redb::StorageError> for StoreError {
         StoreError::Db(e.into())
     }
 }
+impl From<redb::SetDurabilityError> for StoreError {
+    fn from(e: redb::SetDurabilityError) -> Self {
+        StoreError::Db(e.into())
+    }
+}
 impl From<redb::CommitError> for StoreError {
     fn from(e: redb::CommitError) -> Self {
         StoreError::Db(e.into())
@@ -268,7 +273,32 @@ impl Store {
     where
         E: From<StoreError>,
     {
-        let tx = self.db.begin_write().map_err(StoreError::from)?;
+        self.write_with(redb::Durability::Immediate, f)
+    }
+
+    /// As [`write`](Self::write), but committed without waiting for the
+    /// disk: readers see it at once, and it reaches the disk with the next
+    /// durable commit (of any caller), or is lost if the machine crashes
+    /// before one. Only for writes that matter together with a durable one
+    /// that follows (an image lease taken just before its container's
+    /// record is written).
+    pub fn write_unsynced<R, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R, E>) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        self.write_with(redb::Durability::None, f)
+    }
+
+    fn write_with<R, E>(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, E>,
+    ) -> Result<R, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut tx = self.db.begin_write().map_err(StoreError::from)?;
+        tx.set_durability(durability).map_err(StoreError::from)?;
         let mut txn = Txn {
             tx: &tx,
             cache: &self.cache,
@@ -615,6 +645,24 @@ mod tests {
         let from_disk = on_disk(&store);
         assert_eq!(from_disk.len(), 101);
         assert_eq!(shared(store.list_shared(&RECS).unwrap()), from_disk);
+    }
+
+    #[test]
+    fn an_unsynced_write_is_visible_and_kept_by_the_next_durable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store.cache(&RECS).unwrap();
+            store
+                .write_unsynced(|tx| tx.put(&RECS, "lease", &rec("lease", 1)))
+                .unwrap();
+            assert_eq!(store.get(&RECS, "lease").unwrap(), Some(rec("lease", 1)));
+            assert_eq!(store.list_shared(&RECS).unwrap().len(), 1);
+            store.put(&RECS, "record", &rec("record", 2)).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.list(&RECS).unwrap().len(), 2);
     }
 
     #[test]
