@@ -664,29 +664,35 @@ impl Containers {
         if !matches!(rec.state, State::Created | State::Running) {
             return Ok(());
         }
-        if !self.inner.shims.alive(&rec.pod_id).await {
+        let kill = |signal: i32| Request::Kill {
+            id: rec.id.clone(),
+            signal,
+        };
+        let graceful = rec.state == State::Running && !timeout.is_zero();
+        let first = kill(if graceful { rec.stop_signal } else { 9 });
+        let sent = self
+            .inner
+            .shims
+            .call_if_up(&rec.pod_id, &first, Some(KILL_WAIT))
+            .await?;
+        if sent.is_none() {
+            // No shim: what it recorded before going is all there is.
             let exit = self.inner.shims.exit_record(&rec.pod_id, &rec.id);
             apply_exit(rec, exit);
             self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
             return Ok(());
         }
-        let kill = |signal: i32| Request::Kill {
-            id: rec.id.clone(),
-            signal,
-        };
         let mut exit = None;
-        if rec.state == State::Running && !timeout.is_zero() {
-            self.inner
-                .shims
-                .call(&rec.pod_id, &kill(rec.stop_signal), Some(KILL_WAIT))
-                .await?;
+        if graceful {
             exit = self.wait_exit(&rec.pod_id, &rec.id, timeout).await?;
+            if exit.is_none() {
+                self.inner
+                    .shims
+                    .call(&rec.pod_id, &kill(9), Some(KILL_WAIT))
+                    .await?;
+            }
         }
         if exit.is_none() {
-            self.inner
-                .shims
-                .call(&rec.pod_id, &kill(9), Some(KILL_WAIT))
-                .await?;
             exit = self.wait_exit(&rec.pod_id, &rec.id, KILL_WAIT).await?;
             if exit.is_none() {
                 return Err(RuntimeError::Runtime(format!(

@@ -129,16 +129,22 @@ impl Shims {
         req: &Request,
         timeout: Option<Duration>,
     ) -> Result<Response, RuntimeError> {
-        call_at(&self.socket(pod_id), req, timeout)
-            .await
-            .map_err(|message| RuntimeError::Shim {
-                pod_id: pod_id.to_owned(),
-                message,
-            })
-            .and_then(|r| match r {
-                Response::Error { kind, message } => Err(RuntimeError::from_shim(kind, message)),
-                r => Ok(r),
-            })
+        answer(pod_id, call_at(&self.socket(pod_id), req, timeout).await)
+    }
+
+    /// A call to the pod's shim if one runs: None when nothing accepts on
+    /// its socket (the shim is gone; nothing was sent). Saves asking Hello
+    /// first.
+    pub async fn call_if_up(
+        &self,
+        pod_id: &str,
+        req: &Request,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Response>, RuntimeError> {
+        match call_at_detailed(&self.socket(pod_id), req, timeout).await {
+            Err(CallError::Connect(_)) => Ok(None),
+            other => answer(pod_id, other.map_err(String::from)).map(Some),
+        }
     }
 
     /// A call that starts the pod's shim first when nothing answers its
@@ -155,17 +161,7 @@ impl Shims {
                 self.ensure(pod_id).await?;
                 self.call(pod_id, req, timeout).await
             }
-            other => other
-                .map_err(|e| RuntimeError::Shim {
-                    pod_id: pod_id.to_owned(),
-                    message: e.into(),
-                })
-                .and_then(|r| match r {
-                    Response::Error { kind, message } => {
-                        Err(RuntimeError::from_shim(kind, message))
-                    }
-                    r => Ok(r),
-                }),
+            other => answer(pod_id, other.map_err(String::from)),
         }
     }
 
@@ -191,6 +187,18 @@ impl Shims {
             .remove(pod_id);
         Ok(())
     }
+}
+
+/// A shim's answer as berth's result: its Error answers become errors.
+fn answer(pod_id: &str, r: Result<Response, String>) -> Result<Response, RuntimeError> {
+    r.map_err(|message| RuntimeError::Shim {
+        pod_id: pod_id.to_owned(),
+        message,
+    })
+    .and_then(|r| match r {
+        Response::Error { kind, message } => Err(RuntimeError::from_shim(kind, message)),
+        r => Ok(r),
+    })
 }
 
 /// Why a call to a shim failed.
@@ -260,4 +268,49 @@ async fn call_at_detailed(
         None => exchange.await,
     };
     answer.map_err(CallError::Exchange)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_to_a_gone_shim_is_none_and_sends_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shims = Shims::new(PathBuf::from("/nonexistent"), tmp.path().to_owned());
+        let pod = "0123456789abcdef0123456789abcdef01";
+        // No socket at all.
+        let r = shims.call_if_up(pod, &Request::Hello, None).await.unwrap();
+        assert!(r.is_none());
+        // A socket file nobody listens on (a shim killed with SIGKILL).
+        std::fs::create_dir_all(shims.dir(pod)).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(shims.socket(pod)).unwrap());
+        let r = shims.call_if_up(pod, &Request::Hello, None).await.unwrap();
+        assert!(r.is_none());
+        assert!(!shims.alive(pod).await);
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_live_shim_gets_its_answer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shims = Shims::new(PathBuf::from("/nonexistent"), tmp.path().to_owned());
+        let pod = "feedfacefeedfacefeedfacefeedface";
+        std::fs::create_dir_all(shims.dir(pod)).unwrap();
+        let listener = tokio::net::UnixListener::bind(shims.socket(pod)).unwrap();
+        let server = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut line = String::new();
+            BufReader::new(r).read_line(&mut line).await.unwrap();
+            assert!(line.contains("kill"), "{line}");
+            w.write_all(b"{\"result\":\"ok\"}\n").await.unwrap();
+        });
+        let req = Request::Kill {
+            id: "c".into(),
+            signal: 15,
+        };
+        let r = shims.call_if_up(pod, &req, Some(Duration::from_secs(5))).await;
+        assert_eq!(r.unwrap(), Some(Response::Ok));
+        server.await.unwrap();
+    }
 }
