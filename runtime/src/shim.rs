@@ -309,7 +309,9 @@ mod tests {
             id: "c".into(),
             signal: 15,
         };
-        let r = shims.call_if_up(pod, &req, Some(Duration::from_secs(5))).await;
+        let r = shims
+            .call_if_up(pod, &req, Some(Duration::from_secs(5)))
+            .await;
         assert_eq!(r.unwrap(), Some(Response::Ok));
         server.await.unwrap();
     }
