@@ -837,6 +837,66 @@ async fn configured_rlimits_apply_to_containers() {
     }
 }
 
+/// A pod's shim killed with SIGKILL: stopping its container leaves no
+/// process (the runtime, run directly, kills what outlived the shim), and
+/// removing it leaves no runtime state; on both handlers.
+#[tokio::test]
+async fn containers_of_a_killed_shim_are_stopped_and_removed() {
+    if !root_or_skip("containers_of_a_killed_shim_are_stopped_and_removed") {
+        return;
+    }
+    for (tag, handler) in [("ctrshimkill", "berth"), ("ctrshimkillrunc", "runc")] {
+        let mut s = setup(tag, handler, fixture::busybox()).await;
+        let id = s.run("orphan", &["sleep", "1000"]).await;
+        let info =
+            s.c.runtime
+                .container_status(ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: true,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .info;
+        let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        let pid = v["pid"].as_i64().unwrap() as i32;
+        assert!(pid > 0);
+        let shim_dir = s.e.d.state_dir.join("shims").join(&s.pod[..32]);
+        let shim_pid: i32 = fs::read_to_string(shim_dir.join("shim.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim_pid),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+        eventually("the shim dies", || !alive(shim_pid)).await;
+        // The container's init was seen to die with its shim (its parent)
+        // in most runs, not in all; either way it is dead once
+        // StopContainer returns, and only the runtime run directly can
+        // delete its state now.
+        s.stop(&id, 0).await;
+        eventually("the container's process dies", || !alive(pid)).await;
+        s.remove(&id).await;
+        let state = s.e.d.state_dir.join("runtime").join(handler).join(&id);
+        eventually("the runtime state goes", || !state.exists()).await;
+        let dir = s.e.d.root_dir.join("containers").join(&id);
+        eventually("the container directory goes", || !dir.exists()).await;
+        s.finish().await;
+    }
+}
+
+/// Whether `pid` runs (a zombie, which nobody reaps here once reparented,
+/// counts as gone).
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 /// berthd stopped (SIGTERM) while a removal runs in the background: it
 /// finishes the removal before exiting.
 #[tokio::test]

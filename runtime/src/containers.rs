@@ -419,19 +419,71 @@ impl Containers {
         }
     }
 
+    /// Deletes the container's runtime state through its shim, which then
+    /// forgets it. When the shim is gone (killed), the runtime is run
+    /// directly with `delete --force`: that also kills the container's
+    /// processes, which outlived their shim.
+    async fn delete_runtime_state(&self, rec: &ContainerRecord) -> Result<(), RuntimeError> {
+        let req = Request::Delete { id: rec.id.clone() };
+        match self
+            .inner
+            .shims
+            .call_if_up(&rec.pod_id, &req, Some(KILL_WAIT))
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => self.delete_without_shim(rec).await,
+        }
+    }
+
+    /// `<runtime> delete --force <id>`, run by berthd itself.
+    async fn delete_without_shim(&self, rec: &ContainerRecord) -> Result<(), RuntimeError> {
+        tracing::warn!(container_id = %rec.id, pod_id = %rec.pod_id, "the pod's shim is gone: deleting the container through the runtime directly");
+        let rt = self.runtime_for(&rec.handler)?;
+        let log = Layout::new(&self.inner.paths.containers, &rec.id)
+            .bundle()
+            .join("runtime.log");
+        let mut cmd = tokio::process::Command::new(&rt.path);
+        if let Some(root) = &rt.root {
+            cmd.arg("--root").arg(root);
+        }
+        if rt.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.args(&rt.options)
+            .arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json")
+            .args(["delete", "--force", rec.id.as_str()])
+            .env_clear()
+            .env("PATH", crate::shim::SAFE_PATH)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .map_err(|_| {
+                RuntimeError::Runtime(format!("{} delete: no exit within 30s", rt.path.display()))
+            })?
+            .map_err(|e| RuntimeError::Runtime(format!("running {}: {e}", rt.path.display())))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(RuntimeError::Runtime(format!(
+                "{} delete --force {}: {}: {}",
+                rt.path.display(),
+                rec.id,
+                out.status,
+                err.trim()
+            )));
+        }
+        Ok(())
+    }
+
     /// Undoes a partial create: runtime state, rootfs, dirs.
     async fn unwind(&self, rec: &ContainerRecord) {
-        if self.inner.shims.alive(&rec.pod_id).await
-            && let Err(e) = self
-                .inner
-                .shims
-                .call(
-                    &rec.pod_id,
-                    &Request::Delete { id: rec.id.clone() },
-                    Some(KILL_WAIT),
-                )
-                .await
-        {
+        if let Err(e) = self.delete_runtime_state(rec).await {
             tracing::warn!(container_id = %rec.id, error = %e, "unwinding: runtime delete");
         }
         let layout = Layout::new(&self.inner.paths.containers, &rec.id);
@@ -604,16 +656,7 @@ impl Containers {
         if rec.released || matches!(rec.state, State::Created | State::Running | State::Creating) {
             return Ok(());
         }
-        let deleted = self
-            .inner
-            .shims
-            .call(
-                &rec.pod_id,
-                &Request::Delete { id: rec.id.clone() },
-                Some(KILL_WAIT),
-            )
-            .await;
-        if let Err(e) = deleted {
+        if let Err(e) = self.delete_runtime_state(rec).await {
             tracing::debug!(container_id = %rec.id, error = %e, "runtime delete after exit; left to remove");
             return Ok(());
         }
@@ -676,7 +719,12 @@ impl Containers {
             .call_if_up(&rec.pod_id, &first, Some(KILL_WAIT))
             .await?;
         if sent.is_none() {
-            // No shim: what it recorded before going is all there is.
+            // No shim: what it recorded before going is all there is, and
+            // the container's processes outlived it: the runtime kills
+            // them (and deletes its state) before the stop is answered.
+            if let Err(e) = self.delete_without_shim(rec).await {
+                tracing::warn!(container_id = %rec.id, error = %e, "stopping a container whose shim is gone");
+            }
             let exit = self.inner.shims.exit_record(&rec.pod_id, &rec.id);
             apply_exit(rec, exit);
             self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
@@ -803,15 +851,8 @@ impl Containers {
         let Some(rec) = self.inner.store.get(&CONTAINER_REMOVALS, id)? else {
             return Ok(());
         };
-        if !rec.released && self.inner.shims.alive(&rec.pod_id).await {
-            self.inner
-                .shims
-                .call(
-                    &rec.pod_id,
-                    &Request::Delete { id: id.to_owned() },
-                    Some(KILL_WAIT),
-                )
-                .await?;
+        if !rec.released {
+            self.delete_runtime_state(&rec).await?;
         }
         let layout = Layout::new(&self.inner.paths.containers, id);
         tokio::task::spawn_blocking(move || rootfs::remove(&layout))
