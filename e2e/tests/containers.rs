@@ -873,10 +873,10 @@ async fn containers_of_a_killed_shim_are_stopped_and_removed() {
         )
         .unwrap();
         eventually("the shim dies", || !alive(shim_pid)).await;
-        // The container's init was seen to die with its shim (its parent)
-        // in most runs, not in all; either way it is dead once
-        // StopContainer returns, and only the runtime run directly can
-        // delete its state now.
+        // The container's init was seen both to die with its shim (its
+        // parent) and to outlive it; either way it is dead once
+        // StopContainer returns (the runtime run directly kills it), and
+        // only the runtime run directly can delete its state now.
         s.stop(&id, 0).await;
         eventually("the container's process dies", || !alive(pid)).await;
         s.remove(&id).await;
