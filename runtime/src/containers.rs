@@ -719,16 +719,14 @@ impl Containers {
             .call_if_up(&rec.pod_id, &first, Some(KILL_WAIT))
             .await?;
         if sent.is_none() {
-            // No shim: what it recorded before going is all there is, and
-            // the container's processes outlived it: the runtime kills
-            // them (and deletes its state) before the stop is answered.
-            if let Err(e) = self.delete_without_shim(rec).await {
-                tracing::warn!(container_id = %rec.id, error = %e, "stopping a container whose shim is gone");
-            }
+            // No shim: what it recorded before going is all there is. What
+            // outlived it is killed by the release, which runs the runtime
+            // directly, before the stop is answered (and only once: the
+            // record is then released).
             let exit = self.inner.shims.exit_record(&rec.pod_id, &rec.id);
             apply_exit(rec, exit);
             self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
-            return Ok(());
+            return self.release_runtime(rec).await;
         }
         let mut exit = None;
         if graceful {
