@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::netns::NetLease;
 use k8s_cri::v1::{
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata,
+    ContainerConfig, ContainerMetadata, ImageSpec, LinuxContainerConfig, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata,
 };
 
 use crate::{Berthd, BerthdBuilder};
@@ -97,6 +98,25 @@ pub fn env_built(
 
 /// A pod config for tests: metadata from `name` (namespace `e2e`), its
 /// hostname, and a PID namespace per container.
+/// A container of `image` running `cmd`, logging to `<name>.log` in the
+/// pod's log directory.
+pub fn container_config(name: &str, image: &str, cmd: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
 pub fn pod_config(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {

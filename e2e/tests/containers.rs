@@ -83,20 +83,7 @@ async fn setup_with(
 
 impl Setup {
     fn config(&self, name: &str, cmd: &[&str]) -> ContainerConfig {
-        ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(ImageSpec {
-                image: self.image.clone(),
-                ..Default::default()
-            }),
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}.log"),
-            linux: Some(LinuxContainerConfig::default()),
-            ..Default::default()
-        }
+        podnet::container_config(name, &self.image, cmd)
     }
 
     async fn create(&mut self, config: ContainerConfig) -> Result<String, tonic::Status> {

@@ -72,20 +72,7 @@ impl Ctx {
     }
 
     fn container(&self, name: &str, cmd: &[&str]) -> ContainerConfig {
-        ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(ImageSpec {
-                image: self.image.clone(),
-                ..Default::default()
-            }),
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}.log"),
-            linux: Some(LinuxContainerConfig::default()),
-            ..Default::default()
-        }
+        crate::podnet::container_config(name, &self.image, cmd)
     }
 
     /// `sh -c script`, its command line marked with `marker` (a comment)
