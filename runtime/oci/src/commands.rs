@@ -317,7 +317,7 @@ pub fn kill(g: &Global, a: KillArgs) -> Result<()> {
     }
 }
 
-fn cgroup_manager(c: &Container) -> Result<AnyCgroupManager> {
+pub(crate) fn cgroup_manager(c: &Container) -> Result<AnyCgroupManager> {
     let config = c.spec().context("load the container's config")?;
     create_cgroup_manager(CgroupConfig {
         cgroup_path: config.cgroup_path.clone(),

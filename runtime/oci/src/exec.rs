@@ -113,6 +113,32 @@ fn exec_inner(g: &Global, a: ExecArgs) -> Result<i32> {
         _ => None,
     };
 
+    if let Some(why) = crate::setns_exec::unsupported(
+        &spec,
+        &process,
+        a.tty,
+        a.console_socket.is_some(),
+        a.preserve_fds,
+    ) {
+        log::debug(&format!(
+            "exec in container {}: libcontainer's path for {why}",
+            a.id
+        ));
+    } else {
+        let init = c
+            .pid()
+            .map(|p| Pid::from_raw(p.as_raw()))
+            .with_context(|| format!("container {} has no init pid", a.id))?;
+        let plan = crate::setns_exec::Plan {
+            process: serde_json::from_value(process).context("parse the process")?,
+            seccomp,
+            cgroup: crate::commands::cgroup_manager(&c)?,
+        };
+        let init_start = sidecar.read_meta().init_start;
+        let pid = crate::setns_exec::spawn(&spec, init, init_start, plan)?;
+        return started(&a, pid);
+    }
+
     let file = TempFile(
         sidecar
             .dir
@@ -133,7 +159,11 @@ fn exec_inner(g: &Global, a: ExecArgs) -> Result<i32> {
         .build()?
         .as_raw();
     drop(file);
-    let pid = Pid::from_raw(pid);
+    started(&a, Pid::from_raw(pid))
+}
+
+/// The process runs: its pid file, then (unless detached) its exit.
+fn started(a: &ExecArgs, pid: Pid) -> Result<i32> {
     if let Some(pid_file) = &a.pid_file {
         write_atomic(pid_file, pid.to_string().as_bytes(), 0o644)?;
     }
@@ -266,7 +296,7 @@ impl Executor for SeccompExecutor {
 /// has already dropped to its own capabilities here, so without either it
 /// gets no_new_privs (setuid binaries then do not elevate): better than an
 /// exec that escapes the container's profile.
-fn load_seccomp(seccomp: &LinuxSeccomp) -> Result<(), ExecutorError> {
+pub(crate) fn load_seccomp(seccomp: &LinuxSeccomp) -> Result<(), ExecutorError> {
     let first = match libcontainer::seccomp::initialize_seccomp(seccomp) {
         Ok(notify) => return close_notify(notify),
         Err(e) => e,

@@ -9,6 +9,7 @@ mod bundle;
 mod commands;
 mod exec;
 mod log;
+mod setns_exec;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,395 @@
+//! exec by setns: the common exec (no terminal, no preserved fds, no user
+//! namespace) without libcontainer's tenant machinery.
+//!
+//! libcontainer 0.7 runs an exec as three processes talking over channels,
+//! re-checks /proc through pathrs on every open and rebuilds a tenant spec:
+//! ~4 ms of a ~5 ms `exec` here, for what nsenter does in ~1 ms. ExecSync is
+//! what kubelet's exec probes call every few seconds in every pod, so this
+//! path does the same steps itself, in libcontainer's order and with its
+//! primitives (capabilities, set_id, rlimits, close_range, seccomp):
+//!
+//! - parent: open the init's namespace files, check the init is still the
+//!   container's (start time), setns the pid namespace for children, fork;
+//! - child: new session, join the container's cgroup, raise
+//!   oom_score_adj, join ipc/uts/net/cgroup and last the mount namespace
+//!   (whose root is the container's), rlimits, no_new_privs, umask, cwd,
+//!   groups and ids, close fds, seccomp (before dropping capabilities when
+//!   no_new_privs is off, so loading it may use CAP_SYS_ADMIN; after,
+//!   when on, as late as possible), capabilities, HOME, execve.
+//!
+//! The child reports a failure before execve through a close-on-exec pipe:
+//! EOF with no bytes means the process runs.
+//!
+//! Everything else (terminals, preserved fds, user or time namespaces,
+//! AppArmor, SELinux labels, I/O priority, scheduler, CPU affinity,
+//! personality) goes through libcontainer: see [`unsupported`].
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use libcgroups::common::{AnyCgroupManager, CgroupManager};
+use libcontainer::capabilities;
+use libcontainer::oci_spec::runtime::{LinuxSeccomp, Process};
+use libcontainer::syscall::syscall::create_syscall;
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::unistd::{ForkResult, Pid};
+use nix_lc::unistd::{Gid, Uid};
+use serde_json::Value;
+
+use crate::bundle::process_start_time;
+
+/// The PATH an exec'd process without one is searched with (runc's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Set (to anything) in berth-runtime's environment, every exec takes
+/// libcontainer's path: an operator's way back, and how the tests compare
+/// the two paths.
+pub const LIBCONTAINER_EXEC_ENV: &str = "BERTH_RUNTIME_LIBCONTAINER_EXEC";
+
+/// Why this exec needs libcontainer's path, if it does. `spec` is the
+/// container's config.json, `process` the exec's process.
+pub fn unsupported(
+    spec: &Value,
+    process: &Value,
+    tty: bool,
+    console_socket: bool,
+    preserve_fds: i32,
+) -> Option<&'static str> {
+    if std::env::var_os(LIBCONTAINER_EXEC_ENV).is_some() {
+        return Some(LIBCONTAINER_EXEC_ENV);
+    }
+    if tty || console_socket || process["terminal"].as_bool() == Some(true) {
+        return Some("a terminal");
+    }
+    if preserve_fds > 0 || std::env::var_os("LISTEN_FDS").is_some() {
+        return Some("preserved fds");
+    }
+    let namespaces = spec
+        .pointer("/linux/namespaces")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for ns in namespaces {
+        match ns["type"].as_str() {
+            Some("pid" | "network" | "mount" | "ipc" | "uts" | "cgroup") => {}
+            _ => return Some("a user or time namespace"),
+        }
+    }
+    let set = |v: &Value| !(v.is_null() || v.as_str() == Some(""));
+    for key in [
+        "apparmorProfile",
+        "selinuxLabel",
+        "ioPriority",
+        "scheduler",
+        "execCPUAffinity",
+    ] {
+        if set(&process[key]) {
+            return Some("a process attribute libcontainer applies");
+        }
+    }
+    if set(&spec["linux"]["personality"]) {
+        return Some("a personality");
+    }
+    None
+}
+
+/// What the child needs, prepared before the fork.
+pub struct Plan {
+    pub process: Process,
+    pub seccomp: Option<LinuxSeccomp>,
+    pub cgroup: AnyCgroupManager,
+}
+
+/// Namespace files of the init, in the order the child joins them (mount
+/// last: once in it, /proc and the cgroup paths are the container's).
+struct Namespaces {
+    pid: Option<OwnedFd>,
+    rest: Vec<(OwnedFd, CloneFlags)>,
+}
+
+fn open_namespaces(spec: &Value, init: Pid) -> Result<Namespaces> {
+    let mut ns = Namespaces {
+        pid: None,
+        rest: Vec::new(),
+    };
+    let listed: Vec<&str> = spec
+        .pointer("/linux/namespaces")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|n| n["type"].as_str()).collect())
+        .unwrap_or_default();
+    for (kind, file, flag) in [
+        ("pid", "pid", CloneFlags::CLONE_NEWPID),
+        ("ipc", "ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", "uts", CloneFlags::CLONE_NEWUTS),
+        ("network", "net", CloneFlags::CLONE_NEWNET),
+        ("cgroup", "cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("mount", "mnt", CloneFlags::CLONE_NEWNS),
+    ] {
+        if !listed.contains(&kind) {
+            continue;
+        }
+        let path = format!("/proc/{init}/ns/{file}");
+        let fd: OwnedFd = File::open(&path)
+            .with_context(|| format!("open {path}"))?
+            .into();
+        if flag == CloneFlags::CLONE_NEWPID {
+            ns.pid = Some(fd);
+        } else {
+            ns.rest.push((fd, flag));
+        }
+    }
+    Ok(ns)
+}
+
+/// Starts the process in the container whose init is `init` (started at
+/// `init_start`, in clock ticks since boot); returns its pid once it has
+/// called execve.
+pub fn spawn(spec: &Value, init: Pid, init_start: Option<u64>, plan: Plan) -> Result<Pid> {
+    let ns = open_namespaces(spec, init)?;
+    // The files are of the init only if it still is the container's: a
+    // recycled pid would hand us someone else's namespaces.
+    if let Some(start) = init_start
+        && process_start_time(init.as_raw()) != Some(start)
+    {
+        bail!("the container's init (pid {init}) has exited");
+    }
+    if let Some(pid_ns) = &ns.pid {
+        // For children only: this process stays where it is.
+        nix::sched::setns(pid_ns.as_fd(), CloneFlags::CLONE_NEWPID)
+            .context("join the container's pid namespace")?;
+    }
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    // SAFETY: berth-runtime is single-threaded (main.rs), so the child may
+    // allocate and use everything the parent set up.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        ForkResult::Child => {
+            drop(err_r);
+            let err = match child(&ns, &plan) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            let mut w = File::from(err_w);
+            let _ = w.write_all(format!("{err:#}").as_bytes());
+            // SAFETY: leaves without running the parent's exit handlers.
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => {
+            drop(err_w);
+            let mut msg = String::new();
+            let read = File::from(err_r).read_to_string(&mut msg);
+            if read.is_ok() && msg.is_empty() {
+                return Ok(child);
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            match read {
+                Ok(_) => bail!("{msg}"),
+                Err(e) => Err(e).context("read the exec'd process's setup result"),
+            }
+        }
+    }
+}
+
+/// Never returns on success: the process image is replaced.
+fn child(ns: &Namespaces, plan: &Plan) -> Result<std::convert::Infallible> {
+    let p = &plan.process;
+    let sys = create_syscall();
+    nix::unistd::setsid().context("setsid")?;
+    plan.cgroup
+        .add_task(nix_lc::unistd::Pid::this())
+        .map_err(|e| anyhow::anyhow!("join the container's cgroup: {e}"))?;
+    if let Some(adj) = p.oom_score_adj() {
+        // Only ever raised (exec.rs clamps it to this process's own).
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).context("set oom_score_adj")?;
+    }
+    for (fd, flag) in &ns.rest {
+        nix::sched::setns(fd.as_fd(), *flag).with_context(|| format!("setns {flag:?}"))?;
+    }
+    for rlimit in p.rlimits().as_deref().unwrap_or_default() {
+        sys.set_rlimit(rlimit)
+            .with_context(|| format!("set rlimit {:?}", rlimit.typ()))?;
+    }
+    if p.no_new_privileges() == Some(true) {
+        nix::sys::prctl::set_no_new_privs().context("set no_new_privs")?;
+    }
+    let user = p.user();
+    if let Some(umask) = user.umask() {
+        let mode = nix::sys::stat::Mode::from_bits(umask)
+            .with_context(|| format!("invalid umask {umask:o}"))?;
+        nix::sys::stat::umask(mode);
+    }
+    // A directory only the target user may enter is entered after set_id.
+    let chdir_later = match nix::unistd::chdir(p.cwd()) {
+        Ok(()) => false,
+        Err(nix::errno::Errno::EPERM | nix::errno::Errno::EACCES) => true,
+        Err(e) => return Err(e).with_context(|| format!("chdir {}", p.cwd().display())),
+    };
+    // Always set: an empty list clears the runtime's own groups.
+    let groups: Vec<Gid> = user
+        .additional_gids()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    sys.set_groups(groups.as_slice())
+        .context("set supplementary groups")?;
+    sys.set_id(Uid::from_raw(user.uid()), Gid::from_raw(user.gid()))
+        .with_context(|| format!("set uid {} gid {}", user.uid(), user.gid()))?;
+    sys.close_range(0).context("close inherited fds")?;
+    let nnp = p.no_new_privileges() == Some(true);
+    if !nnp && let Some(seccomp) = &plan.seccomp {
+        crate::exec::load_seccomp(seccomp)?;
+    }
+    capabilities::reset_effective(sys.as_ref()).context("reset effective capabilities")?;
+    if let Some(caps) = p.capabilities() {
+        capabilities::drop_privileges(caps, sys.as_ref()).context("drop capabilities")?;
+    }
+    if chdir_later {
+        nix::unistd::chdir(p.cwd()).with_context(|| format!("chdir {}", p.cwd().display()))?;
+    }
+    // A cwd outside the container's root (a leaked fd's directory) reads
+    // as unreachable: refuse it (runc GHSA-xr7r-f8xq-vfvv).
+    let cwd = nix::unistd::getcwd().context("getcwd")?;
+    if !cwd.is_absolute() {
+        bail!("the working directory is outside the container");
+    }
+    if nnp && let Some(seccomp) = &plan.seccomp {
+        crate::exec::load_seccomp(seccomp)?;
+    }
+    let mut env: Vec<String> = p.env().clone().unwrap_or_default();
+    if !env
+        .iter()
+        .any(|e| e.strip_prefix("HOME=").is_some_and(|h| !h.is_empty()))
+        && let Some(home) = home_of(user.uid(), Path::new("/etc/passwd"))
+    {
+        env.retain(|e| !e.starts_with("HOME="));
+        env.push(format!("HOME={home}"));
+    }
+    let args = p.args().as_deref().unwrap_or_default();
+    let Some(arg0) = args.first() else {
+        bail!("process.args is empty");
+    };
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    let program = resolve(arg0, path_var, |c| {
+        nix::unistd::access(c, nix::unistd::AccessFlags::X_OK).is_ok() && c.is_file()
+    })
+    .with_context(|| format!("executable {arg0:?} not found in the container"))?;
+    let cstr = |s: &[u8]| CString::new(s).context("NUL byte in an argument or variable");
+    let program = cstr(program.as_os_str().as_bytes())?;
+    let argv = args
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let envp = env
+        .iter()
+        .map(|e| cstr(e.as_bytes()))
+        .collect::<Result<Vec<_>>>()?;
+    let e = nix::unistd::execve(&program, &argv, &envp).unwrap_err();
+    Err(e).with_context(|| format!("execve {arg0:?}"))
+}
+
+/// The program `arg0` names: itself when it holds a slash, else the first
+/// executable of that name in `path_var`'s directories (execvp's rule).
+fn resolve(arg0: &str, path_var: &str, executable: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    if arg0.contains('/') {
+        return Some(PathBuf::from(arg0));
+    }
+    path_var
+        .split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(arg0))
+        .find(|c| executable(c))
+}
+
+/// The home directory of `uid` in a passwd file, if listed.
+fn home_of(uid: u32, passwd: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(passwd).ok()?;
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() >= 7 && f[2].parse() == Ok(uid) && !f[5].is_empty()).then(|| f[5].to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(namespaces: &[&str]) -> Value {
+        json!({"linux": {"namespaces": namespaces.iter().map(|t| json!({"type": t})).collect::<Vec<_>>()}})
+    }
+
+    #[test]
+    fn the_common_exec_is_supported() {
+        let s = spec(&["pid", "network", "ipc", "uts", "mount", "cgroup"]);
+        let p = json!({"args": ["sh"], "cwd": "/", "apparmorProfile": "", "selinuxLabel": null});
+        assert_eq!(unsupported(&s, &p, false, false, 0), None);
+    }
+
+    #[test]
+    fn terminals_fds_and_user_namespaces_go_to_libcontainer() {
+        let s = spec(&["pid", "mount"]);
+        let p = json!({"args": ["sh"]});
+        assert!(unsupported(&s, &p, true, false, 0).is_some());
+        assert!(unsupported(&s, &p, false, true, 0).is_some());
+        assert!(unsupported(&s, &json!({"terminal": true}), false, false, 0).is_some());
+        assert!(unsupported(&s, &p, false, false, 2).is_some());
+        assert!(unsupported(&spec(&["mount", "user"]), &p, false, false, 0).is_some());
+        assert!(unsupported(&spec(&["time"]), &p, false, false, 0).is_some());
+        assert!(unsupported(&s, &json!({"apparmorProfile": "x"}), false, false, 0).is_some());
+        let mut with_personality = s.clone();
+        with_personality["linux"]["personality"] = json!({"domain": "LINUX32"});
+        assert!(unsupported(&with_personality, &p, false, false, 0).is_some());
+    }
+
+    #[test]
+    fn programs_resolve_like_execvp() {
+        let exists = |names: &'static [&'static str]| {
+            move |p: &Path| names.iter().any(|n| p == Path::new(n))
+        };
+        assert_eq!(
+            resolve("sh", "/usr/bin:/bin", exists(&["/bin/sh"])),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert_eq!(
+            resolve("sh", "/usr/bin:/bin", exists(&["/usr/bin/sh", "/bin/sh"])),
+            Some(PathBuf::from("/usr/bin/sh"))
+        );
+        assert_eq!(resolve("sh", "/usr/bin", exists(&["/bin/sh"])), None);
+        // A slash: the path as given, not searched.
+        assert_eq!(
+            resolve("./run", "/bin", exists(&[])),
+            Some(PathBuf::from("./run"))
+        );
+        assert_eq!(
+            resolve("x", ":/bin", exists(&["./x"])),
+            Some(PathBuf::from("./x"))
+        );
+    }
+
+    #[test]
+    fn home_comes_from_passwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("passwd");
+        std::fs::write(
+            &f,
+            "root:x:0:0:root:/root:/bin/sh\nbad line\nwww:x:33:33::/var/www:/bin/false\nnohome:x:5:5:::\n",
+        )
+        .unwrap();
+        assert_eq!(home_of(0, &f).as_deref(), Some("/root"));
+        assert_eq!(home_of(33, &f).as_deref(), Some("/var/www"));
+        assert_eq!(home_of(5, &f), None);
+        assert_eq!(home_of(7, &f), None);
+        assert_eq!(home_of(0, &dir.path().join("none")), None);
+    }
+}
