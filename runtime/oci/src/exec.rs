@@ -132,7 +132,15 @@ fn exec_inner(g: &Global, a: ExecArgs) -> Result<i32> {
         let plan = crate::setns_exec::Plan {
             process: serde_json::from_value(process).context("parse the process")?,
             seccomp,
-            cgroup: crate::commands::cgroup_manager(&c)?,
+            cgroup: match crate::cgroup_dirs::of_process(init.as_raw()) {
+                Ok(dirs) => crate::setns_exec::CgroupJoin::Dirs(dirs),
+                Err(e) => {
+                    log::debug(&format!(
+                        "exec: the init's cgroups ({e:#}): libcgroups' manager"
+                    ));
+                    crate::setns_exec::CgroupJoin::Manager(crate::commands::cgroup_manager(&c)?)
+                }
+            },
         };
         let init_start = sidecar.read_meta().init_start;
         let pid = crate::setns_exec::spawn(&spec, init, init_start, plan)?;

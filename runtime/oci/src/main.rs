@@ -6,6 +6,7 @@
 //! spawn threads here.
 
 mod bundle;
+mod cgroup_dirs;
 mod commands;
 mod exec;
 mod log;

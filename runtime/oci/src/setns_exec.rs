@@ -103,7 +103,34 @@ pub fn unsupported(
 pub struct Plan {
     pub process: Process,
     pub seccomp: Option<LinuxSeccomp>,
-    pub cgroup: AnyCgroupManager,
+    pub cgroup: CgroupJoin,
+}
+
+/// How the child joins the container's cgroups.
+pub enum CgroupJoin {
+    /// The init's directories (cgroup_dirs.rs): a write to each.
+    Dirs(Vec<PathBuf>),
+    /// libcgroups' manager, when those could not be resolved.
+    Manager(AnyCgroupManager),
+}
+
+impl CgroupJoin {
+    fn join_self(&self) -> Result<()> {
+        match self {
+            CgroupJoin::Dirs(dirs) => {
+                for d in dirs {
+                    // "0": the writing process, in any pid namespace.
+                    let procs = d.join("cgroup.procs");
+                    std::fs::write(&procs, "0")
+                        .with_context(|| format!("write {}", procs.display()))?;
+                }
+                Ok(())
+            }
+            CgroupJoin::Manager(m) => m
+                .add_task(nix_lc::unistd::Pid::this())
+                .map_err(|e| anyhow::anyhow!("{e}")),
+        }
+    }
 }
 
 /// Namespace files of the init, in the order the child joins them (mount
@@ -201,8 +228,8 @@ fn child(ns: &Namespaces, plan: &Plan) -> Result<std::convert::Infallible> {
     let sys = create_syscall();
     nix::unistd::setsid().context("setsid")?;
     plan.cgroup
-        .add_task(nix_lc::unistd::Pid::this())
-        .map_err(|e| anyhow::anyhow!("join the container's cgroup: {e}"))?;
+        .join_self()
+        .context("join the container's cgroups")?;
     if let Some(adj) = p.oom_score_adj() {
         // Only ever raised (exec.rs clamps it to this process's own).
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).context("set oom_score_adj")?;
