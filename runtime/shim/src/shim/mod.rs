@@ -16,6 +16,7 @@ pub mod console;
 pub mod container;
 pub mod crilog;
 pub mod exec;
+pub mod footprint;
 pub mod poller;
 pub mod reaper;
 pub mod runtime;
@@ -236,6 +237,12 @@ fn launch(args: Args) -> Result<u32, String> {
                     let _ = nix::unistd::write(&ready_w, format!("ok {pid}\n").as_bytes());
                     drop(ready_w);
                     diag!(Level::Info, "shim {pid} serving pod {}", shim.pod_id);
+                    let dropped = footprint::drop_startup_pages();
+                    diag!(
+                        Level::Debug,
+                        "dropped {} KiB of startup mappings",
+                        dropped >> 10
+                    );
                     shim.run();
                     shim.cleanup_files();
                     diag!(Level::Info, "shim {pid} exiting");
