@@ -16,19 +16,26 @@ pub fn drop_startup_pages() -> usize {
     let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
+    let ranges = clean_file_mappings(&smaps);
+    // Freed before: freeing it after would trim the heap through libc's
+    // sbrk, whose code is among what was just dropped.
+    drop(smaps);
     let mut dropped = 0;
-    for m in clean_file_mappings(&smaps) {
+    for m in ranges {
+        // rustix makes the syscall inline, here: libc's madvise wrapper
+        // lives among the startup code and would fault its pages straight
+        // back on return.
         // SAFETY: the range is a whole mapping of this process, read-only,
         // file-backed, with no anonymous (copied-on-write) pages: dropping
         // it loses nothing, its next access faults it back from the file.
         let r = unsafe {
-            libc::madvise(
-                m.start as *mut libc::c_void,
+            rustix::mm::madvise(
+                m.start as *mut std::ffi::c_void,
                 m.end - m.start,
-                libc::MADV_DONTNEED,
+                rustix::mm::Advice::LinuxDontNeed,
             )
         };
-        if r == 0 {
+        if r.is_ok() {
             dropped += m.end - m.start;
         }
     }
