@@ -140,6 +140,25 @@ impl Setup {
             .unwrap()
     }
 
+    /// The container's init pid, from the verbose status.
+    async fn init_pid(&mut self, id: &str) -> i32 {
+        let info = self
+            .c
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        let pid = v["pid"].as_i64().unwrap() as i32;
+        assert!(pid > 0, "{v}");
+        pid
+    }
+
     async fn wait_exited(&mut self, id: &str, within: Duration) -> ContainerStatus {
         let deadline = Instant::now() + within;
         loop {
@@ -835,19 +854,7 @@ async fn containers_of_a_killed_shim_are_stopped_and_removed() {
     for (tag, handler) in [("ctrshimkill", "berth"), ("ctrshimkillrunc", "runc")] {
         let mut s = setup(tag, handler, fixture::busybox()).await;
         let id = s.run("orphan", &["sleep", "1000"]).await;
-        let info =
-            s.c.runtime
-                .container_status(ContainerStatusRequest {
-                    container_id: id.clone(),
-                    verbose: true,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .info;
-        let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
-        let pid = v["pid"].as_i64().unwrap() as i32;
-        assert!(pid > 0);
+        let pid = s.init_pid(&id).await;
         let shim_dir = s.e.d.state_dir.join("shims").join(&s.pod[..32]);
         let shim_pid: i32 = fs::read_to_string(shim_dir.join("shim.pid"))
             .unwrap()
@@ -972,6 +979,50 @@ async fn an_interrupted_removal_is_finished_at_the_next_start() {
     assert_eq!(e.code(), Code::NotFound);
     // The name is free again.
     let again = s.run("victim", &["sleep", "1000"]).await;
+    assert_ne!(again, id);
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_container_created_under_a_lost_record_is_deleted_at_the_next_start() {
+    if !root_or_skip("a_container_created_under_a_lost_record_is_deleted_at_the_next_start") {
+        return;
+    }
+    use berth_runtime::record::{CONTAINER_NAMES, CONTAINERS};
+    let mut s = setup("ctrlost", "berth", fixture::busybox()).await;
+    let id = s.run("ghost", &["sleep", "1000"]).await;
+    let pid = s.init_pid(&id).await;
+    s.e.d.kill9();
+    // What a crash between CreateContainer's unsynced reservation and its
+    // durable record leaves: the shim holds the container, no record does.
+    {
+        let store = berth_store::Store::open(&s.e.d.root_dir.join("meta.redb")).unwrap();
+        store
+            .write(|tx| {
+                let rec = tx.get(&CONTAINERS, &id)?.expect("record");
+                tx.delete(&CONTAINERS, &id)?;
+                tx.delete(&CONTAINER_NAMES, &rec.reservation_key())
+            })
+            .unwrap();
+    }
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    s.e.d.spawn_and_wait_ready();
+    s.c = s.e.d.client().await;
+    // Deleted before the daemon serves: process, runtime state, files.
+    eventually("the unrecorded container's init dies", || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| st.contains(") Z "))
+    })
+    .await;
+    let runtime_root = s.e.d.state_dir.join("runtime/berth");
+    for p in [
+        runtime_root.join(&id),
+        runtime_root.join(".berth").join(&id),
+        s.e.d.root_dir.join("containers").join(&id),
+    ] {
+        assert!(!p.exists(), "left: {}", p.display());
+    }
+    let again = s.run("ghost", &["sleep", "1000"]).await;
     assert_ne!(again, id);
     s.finish().await;
 }

@@ -277,14 +277,17 @@ impl Containers {
             released: false,
         };
         rec.set_config(&req.config);
-        // The rootfs is mounted while the reservation commits. A crash in
-        // between leaves a directory no record names: recover() sweeps it.
+        // The rootfs is mounted while the reservation commits. The
+        // reservation is not synced: the durable record after the runtime's
+        // create takes it to disk (a failed create forgets it durably). A
+        // crash before that loses it; recover() then deletes what a shim
+        // holds under no record and sweeps the directory no record names.
         let layout = Layout::new(&self.inner.paths.containers, &id);
         let mounting = {
             let (l, lowers) = (layout.clone(), req.image.lowers.clone());
             tokio::task::spawn_blocking(move || rootfs::mount_rootfs(&l, &lowers))
         };
-        let reserved = self.inner.store.write(|tx| {
+        let reserved = self.inner.store.write_unsynced(|tx| {
             if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
                 return Err(RuntimeError::AlreadyExists {
                     name: meta.name.clone(),
@@ -1112,7 +1115,49 @@ impl Containers {
                 State::Exited | State::Unknown => {}
             }
         }
+        self.delete_unrecorded().await?;
         self.sweep_orphan_dirs()?;
+        Ok(())
+    }
+
+    /// Containers a live shim holds that no record names (berthd died
+    /// between a create's unsynced reservation and its durable record):
+    /// deleted through their shim, which runs the runtime's `delete
+    /// --force`. Before the directory sweep: the runtime logs to the
+    /// container's bundle.
+    async fn delete_unrecorded(&self) -> Result<(), RuntimeError> {
+        for (pod_id, _) in self.inner.store.list(&berth_pod::pods::PODS)? {
+            let listed = match self
+                .inner
+                .shims
+                .call_if_up(&pod_id, &Request::List, Some(KILL_WAIT))
+                .await
+            {
+                Ok(Some(Response::Containers { containers })) => containers,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(pod_id = %pod_id, error = %e, "listing the containers of a shim");
+                    continue;
+                }
+            };
+            for c in listed {
+                if self.inner.store.get_shared(&CONTAINERS, &c.id)?.is_some()
+                    || self.inner.store.get(&CONTAINER_REMOVALS, &c.id)?.is_some()
+                {
+                    continue;
+                }
+                tracing::warn!(container_id = %c.id, pod_id = %pod_id, "deleting a container its shim holds under no record");
+                let req = Request::Delete { id: c.id.clone() };
+                if let Err(e) = self
+                    .inner
+                    .shims
+                    .call_if_up(&pod_id, &req, Some(KILL_WAIT))
+                    .await
+                {
+                    tracing::warn!(container_id = %c.id, error = %e, "deleting an unrecorded container");
+                }
+            }
+        }
         Ok(())
     }
 

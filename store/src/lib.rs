@@ -279,9 +279,11 @@ impl Store {
     /// As [`write`](Self::write), but committed without waiting for the
     /// disk: readers see it at once, and it reaches the disk with the next
     /// durable commit (of any caller), or is lost if the machine crashes
-    /// before one. Only for writes that matter together with a durable one
-    /// that follows (an image lease taken just before its container's
-    /// record is written).
+    /// before one. redb keeps such a commit's header in memory only, so a
+    /// crash of this process loses it too. Only for writes that matter
+    /// together with a durable one that follows (an image lease and a
+    /// container's name reservation, taken just before its record is
+    /// written; recovery deletes what a lost reservation left).
     pub fn write_unsynced<R, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R, E>) -> Result<R, E>
     where
         E: From<StoreError>,
