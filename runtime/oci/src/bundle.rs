@@ -100,11 +100,20 @@ pub fn prepare(bundle: &Path, id: &str, sidecar: &Sidecar, systemd_cgroup: bool)
         .mode(0o700)
         .create(&sidecar.dir)
         .with_context(|| format!("create {}", sidecar.dir.display()))?;
-    write_atomic(&sidecar.config(), spec.to_string().as_bytes(), 0o600)?;
-    sidecar.write_meta(&Meta {
-        bundle: Some(bundle.to_path_buf()),
-        init_start: None,
-    })
+    // A new file in a directory create just made (and removes if it
+    // fails): nothing reads it half-written, so no temp file and rename.
+    // meta.json is written once, by create, when the init runs.
+    let config = sidecar.config();
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&config)
+        .and_then(|mut f| f.write_all(spec.to_string().as_bytes()));
+    if let Err(e) = written {
+        bail!("write {}: {}", config.display(), io_words(&e));
+    }
+    Ok(())
 }
 
 fn adjust(
