@@ -74,6 +74,20 @@ impl BerthdBuilder {
                 daemon.push(format!("{k} = {v}"));
             }
         }
+        // Pods under a cgroup parent of this daemon's own, removed with it
+        // (also when a test fails and leaves pods behind).
+        let pod = sections.entry("pod".into()).or_default();
+        let cgroup_parent = if pod
+            .iter()
+            .any(|l| l.starts_with("default_cgroup_parent ") || l.starts_with("cgroup_driver "))
+        {
+            None
+        } else {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let parent = format!("/berth-e2e/{name}");
+            pod.push(format!("default_cgroup_parent = {parent:?}"));
+            Some(parent)
+        };
         let cni = sections.entry("cni".into()).or_default();
         if !cni.iter().any(|l| l.starts_with("conf_dir ")) {
             cni.push(format!("conf_dir = {}", q(&cni_conf_dir)));
@@ -93,6 +107,7 @@ impl BerthdBuilder {
             socket,
             cni_conf_dir,
             config_path,
+            cgroup_parent,
             args: self.args,
             env: self.env,
             child: None,
@@ -113,6 +128,9 @@ pub struct Berthd {
     pub cni_conf_dir: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
+    /// The cgroup parent of this daemon's pods (cgroupfs), unless the
+    /// test's config chose one.
+    pub cgroup_parent: Option<String>,
     notify_path: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -290,6 +308,42 @@ impl Berthd {
     }
 }
 
+impl Berthd {
+    /// The cgroup of a pod of this daemon in the hierarchy mounted at
+    /// `hierarchy` (e.g. /sys/fs/cgroup/pids), with the default parent.
+    pub fn pod_cgroup(&self, hierarchy: &str, pod: &str) -> PathBuf {
+        let parent = self.cgroup_parent.as_deref().unwrap_or("/berth");
+        Path::new(hierarchy)
+            .join(parent.trim_start_matches('/'))
+            .join(format!("berth-{pod}"))
+    }
+}
+
+/// Removes the cgroup `parent` and everything under it from every
+/// hierarchy (its processes are gone: the shims killed them), then the
+/// shared /berth-e2e parent if nothing else uses it.
+fn remove_cgroup_tree(parent: &str) {
+    fn rmdirs(dir: &Path) {
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rmdirs(&e.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(dir);
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let mut hierarchies = vec![root.to_path_buf()];
+    if let Ok(rd) = fs::read_dir(root) {
+        hierarchies.extend(rd.flatten().map(|e| e.path()));
+    }
+    for h in hierarchies {
+        rmdirs(&h.join(parent.trim_start_matches('/')));
+        let _ = fs::remove_dir(h.join("berth-e2e"));
+    }
+}
+
 /// Non-directory entries under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -335,6 +389,9 @@ impl Drop for Berthd {
             let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(parent) = &self.cgroup_parent {
+            remove_cgroup_tree(parent);
+        }
         if !problems.is_empty() && !std::thread::panicking() {
             panic!(
                 "berthd left things behind:\n  {}\nlog:\n{log}",

@@ -1161,9 +1161,11 @@ async fn shared_pidns(tag: &str, handler: &'static str) {
         "{ps}"
     );
     // Stopping the pod kills the holder and with it the namespace.
-    let holder_pids: Vec<String> = fs::read_to_string(format!(
-        "/sys/fs/cgroup/pids/berth/berth-{pod}/cgroup.procs"
-    ))
+    let holder_pids: Vec<String> = fs::read_to_string(
+        s.e.d
+            .pod_cgroup("/sys/fs/cgroup/pids", &pod)
+            .join("cgroup.procs"),
+    )
     .unwrap_or_default()
     .lines()
     .map(str::to_owned)

@@ -513,7 +513,7 @@ async fn many_cycles_leave_nothing_behind() {
         "/sys/fs/cgroup",
     ] {
         for id in &ids {
-            let cg = Path::new(root).join("berth").join(format!("berth-{id}"));
+            let cg = e.d.pod_cgroup(root, id);
             assert!(!cg.exists(), "{} left behind", cg.display());
         }
     }
