@@ -1028,6 +1028,42 @@ async fn a_container_created_under_a_lost_record_is_deleted_at_the_next_start() 
 }
 
 #[tokio::test]
+async fn a_removal_whose_commit_was_lost_is_completed_at_the_next_start() {
+    if !root_or_skip("a_removal_whose_commit_was_lost_is_completed_at_the_next_start") {
+        return;
+    }
+    let mut s = setup("ctrrmlost", "berth", fixture::busybox()).await;
+    let id = s.run("undead", &["sleep", "1000"]).await;
+    s.stop(&id, 0).await;
+    s.e.d.kill9();
+    // RemoveContainer's commit is not synced: a crash right after the
+    // background deletion removed the container's files brings back its
+    // record, exited, with no files.
+    let dir = s.e.d.root_dir.join("containers").join(&id);
+    let rootfs = dir.join("rootfs");
+    if berth_e2e::env::mounts_under(&rootfs).contains(&rootfs) {
+        nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
+    fs::remove_dir_all(&dir).unwrap();
+    s.e.d.spawn_and_wait_ready();
+    s.c = s.e.d.client().await;
+    let e =
+        s.c.runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let runtime_root = s.e.d.state_dir.join("runtime/berth");
+    assert!(!runtime_root.join(&id).exists(), "runtime state left");
+    let again = s.run("undead", &["sleep", "1000"]).await;
+    assert_ne!(again, id);
+    s.finish().await;
+}
+
+#[tokio::test]
 async fn bad_container_requests_get_specific_errors() {
     if !root_or_skip("bad_container_requests_get_specific_errors") {
         return;

@@ -670,8 +670,11 @@ impl Containers {
         rec.released = true;
         // RemoveContainer does not wait for this release: the record may
         // have moved to the removals table meanwhile, and must not come
-        // back.
-        self.inner.store.write(|tx| {
+        // back. Not synced (it would hold the store's writer through an
+        // fsync while the StopContainer's caller goes on): a lost
+        // `released` only makes the removal delete the runtime state and
+        // unmount again, both idempotent.
+        self.inner.store.write_unsynced(|tx| {
             if tx.get(&CONTAINERS, &rec.id)?.is_some() {
                 tx.put(&CONTAINERS, &rec.id, rec)?;
             } else if tx.get(&CONTAINER_REMOVALS, &rec.id)?.is_some() {
@@ -817,7 +820,12 @@ impl Containers {
             };
             self.stop_locked(&mut rec, Duration::ZERO).await?;
         }
-        let removed = self.inner.store.write(|tx| {
+        // Not synced: the background deletion ends with a durable commit a
+        // few milliseconds later (so does any other caller's). A crash
+        // before brings the record back as an exited container; recover()
+        // completes the removal when its directory is already gone, and
+        // otherwise kubelet's next RemoveContainer does.
+        let removed = self.inner.store.write_unsynced(|tx| {
             let Some(rec) = tx.get(&CONTAINERS, &id)? else {
                 return Ok::<_, RuntimeError>(None);
             };
@@ -1112,7 +1120,20 @@ impl Containers {
                         self.watch(rec.pod_id.clone(), id.clone());
                     }
                 }
-                State::Exited | State::Unknown => {}
+                State::Exited | State::Unknown => {
+                    let dir = Layout::new(&self.inner.paths.containers, &id).bundle();
+                    if !dir.exists() {
+                        // A removal whose unsynced commit a crash lost
+                        // after its files went: completed.
+                        tracing::warn!(container_id = %id, "completing the removal of a container whose files are gone");
+                        if !rec.released
+                            && let Err(e) = self.delete_runtime_state(&rec).await
+                        {
+                            tracing::warn!(container_id = %id, error = %e, "deleting its runtime state");
+                        }
+                        self.forget(&rec)?;
+                    }
+                }
             }
         }
         self.delete_unrecorded().await?;
