@@ -159,6 +159,48 @@ impl Setup {
         pid
     }
 
+    /// Starts the (killed) daemon again and reconnects.
+    async fn restart(&mut self) {
+        self.e.d.spawn_and_wait_ready();
+        self.c = self.e.d.client().await;
+    }
+
+    /// Changes the stopped daemon's store, as a crash would have left it.
+    fn edit_store(
+        &self,
+        f: impl FnOnce(&mut berth_store::Txn<'_>) -> Result<(), berth_store::StoreError>,
+    ) {
+        berth_store::Store::open(&self.e.d.root_dir.join("meta.redb"))
+            .unwrap()
+            .write(f)
+            .unwrap();
+    }
+
+    /// Nothing of container `id` is left (record, runtime state, files),
+    /// and its name `name` is free again.
+    async fn assert_forgotten(&mut self, id: &str, name: &str) {
+        let e = self
+            .c
+            .runtime
+            .container_status(ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound);
+        let runtime_root = self.e.d.state_dir.join("runtime/berth");
+        for p in [
+            runtime_root.join(id),
+            runtime_root.join(".berth").join(id),
+            self.e.d.root_dir.join("containers").join(id),
+        ] {
+            assert!(!p.exists(), "left: {}", p.display());
+        }
+        let again = self.run(name, &["sleep", "1000"]).await;
+        assert_ne!(again, id);
+    }
+
     async fn wait_exited(&mut self, id: &str, within: Duration) -> ContainerStatus {
         let deadline = Instant::now() + within;
         loop {
@@ -939,47 +981,23 @@ async fn an_interrupted_removal_is_finished_at_the_next_start() {
     s.e.d.kill9();
     // The state RemoveContainer's transaction leaves: record and name gone,
     // the container listed for deletion.
-    {
-        let store = berth_store::Store::open(&s.e.d.root_dir.join("meta.redb")).unwrap();
-        store
-            .write(|tx| {
-                let rec = tx.get(&CONTAINERS, &id)?.expect("record");
-                tx.delete(&CONTAINERS, &id)?;
-                tx.delete(&CONTAINER_NAMES, &rec.reservation_key())?;
-                tx.put(&CONTAINER_REMOVALS, &id, &rec)
-            })
-            .unwrap();
-    }
+    s.edit_store(|tx| {
+        let rec = tx.get(&CONTAINERS, &id)?.expect("record");
+        tx.delete(&CONTAINERS, &id)?;
+        tx.delete(&CONTAINER_NAMES, &rec.reservation_key())?;
+        tx.put(&CONTAINER_REMOVALS, &id, &rec)
+    });
     let dir = s.e.d.root_dir.join("containers").join(&id);
     assert!(dir.exists());
     // And a rootfs mounted for a create whose record never committed.
     let orphan = s.e.d.root_dir.join("containers").join("0rphan");
     fs::create_dir_all(orphan.join("upper/etc")).unwrap();
     fs::write(orphan.join("upper/etc/x"), "x").unwrap();
-    s.e.d.spawn_and_wait_ready();
-    s.c = s.e.d.client().await;
+    s.restart().await;
     // Finished before the daemon serves.
     assert!(!dir.exists(), "{} left", dir.display());
     assert!(!orphan.exists(), "{} left", orphan.display());
-    let runtime_root = s.e.d.state_dir.join("runtime/berth");
-    for p in [
-        runtime_root.join(&id),
-        runtime_root.join(".berth").join(&id),
-    ] {
-        assert!(!p.exists(), "runtime state left: {}", p.display());
-    }
-    let e =
-        s.c.runtime
-            .container_status(ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    // The name is free again.
-    let again = s.run("victim", &["sleep", "1000"]).await;
-    assert_ne!(again, id);
+    s.assert_forgotten(&id, "victim").await;
     s.finish().await;
 }
 
@@ -995,35 +1013,21 @@ async fn a_container_created_under_a_lost_record_is_deleted_at_the_next_start() 
     s.e.d.kill9();
     // What a crash between CreateContainer's unsynced reservation and its
     // durable record leaves: the shim holds the container, no record does.
-    {
-        let store = berth_store::Store::open(&s.e.d.root_dir.join("meta.redb")).unwrap();
-        store
-            .write(|tx| {
-                let rec = tx.get(&CONTAINERS, &id)?.expect("record");
-                tx.delete(&CONTAINERS, &id)?;
-                tx.delete(&CONTAINER_NAMES, &rec.reservation_key())
-            })
-            .unwrap();
-    }
+    s.edit_store(|tx| {
+        let rec = tx.get(&CONTAINERS, &id)?.expect("record");
+        tx.delete(&CONTAINERS, &id)?;
+        tx.delete(&CONTAINER_NAMES, &rec.reservation_key())?;
+        Ok(())
+    });
     assert!(Path::new(&format!("/proc/{pid}")).exists());
-    s.e.d.spawn_and_wait_ready();
-    s.c = s.e.d.client().await;
+    s.restart().await;
     // Deleted before the daemon serves: process, runtime state, files.
     eventually("the unrecorded container's init dies", || {
         !Path::new(&format!("/proc/{pid}")).exists()
             || fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| st.contains(") Z "))
     })
     .await;
-    let runtime_root = s.e.d.state_dir.join("runtime/berth");
-    for p in [
-        runtime_root.join(&id),
-        runtime_root.join(".berth").join(&id),
-        s.e.d.root_dir.join("containers").join(&id),
-    ] {
-        assert!(!p.exists(), "left: {}", p.display());
-    }
-    let again = s.run("ghost", &["sleep", "1000"]).await;
-    assert_ne!(again, id);
+    s.assert_forgotten(&id, "ghost").await;
     s.finish().await;
 }
 
@@ -1045,21 +1049,8 @@ async fn a_removal_whose_commit_was_lost_is_completed_at_the_next_start() {
         nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).unwrap();
     }
     fs::remove_dir_all(&dir).unwrap();
-    s.e.d.spawn_and_wait_ready();
-    s.c = s.e.d.client().await;
-    let e =
-        s.c.runtime
-            .container_status(ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: false,
-            })
-            .await
-            .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    let runtime_root = s.e.d.state_dir.join("runtime/berth");
-    assert!(!runtime_root.join(&id).exists(), "runtime state left");
-    let again = s.run("undead", &["sleep", "1000"]).await;
-    assert_ne!(again, id);
+    s.restart().await;
+    s.assert_forgotten(&id, "undead").await;
     s.finish().await;
 }
 
