@@ -428,6 +428,22 @@ async fn lifecycle(tag: &str, handler: &'static str) {
         (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
         (&b"hi\n"[..], &b"oops\n"[..], 5)
     );
+    // Signals as a fresh process has them: none blocked, none ignored
+    // (SIGPIPE above all, which Rust ignores in the shim and the runtime;
+    // 32 and 33 are glibc's, which it will not reset, passed on as is).
+    let r = s
+        .exec(&cooperative, &["grep", "^Sig[IB]", "/proc/self/status"], 10)
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    let mask = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{out}");
+    assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "{out}");
     let t0 = Instant::now();
     let e = s.exec(&cooperative, &["sleep", "30"], 1).await.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");

@@ -588,7 +588,7 @@ fn exec_paths_agree() {
 
     let caps = json!(["CAP_KILL", "CAP_CHOWN"]);
     let script = "id; pwd; umask; echo HOME=$HOME; \
-        grep -E '^(Cap|NoNewPrivs|Seccomp:|Groups)' /proc/self/status; \
+        grep -E '^(Cap|NoNewPrivs|Seccomp:|Groups|Sig(Ign|Blk))' /proc/self/status; \
         ulimit -Sn; ulimit -Hn; cat /proc/self/oom_score_adj; \
         for n in pid mnt net ipc uts; do readlink /proc/self/ns/$n; done; \
         cat /proc/self/cgroup; ls /proc/self/fd; mkdir /tmp/z 2>&1; echo args: $0 $1";
@@ -639,6 +639,8 @@ fn exec_paths_agree() {
             "CapAmb:\t0000000000000021",
             "CapBnd:\t0000000000000021",
             "Seccomp:\t2",
+            // Nothing of the runtime's signal mask leaks into the process.
+            "SigBlk:\t0000000000000000",
             "\n256\n512\n900\n",
             "Operation not permitted",
             "args: zero one",
@@ -649,6 +651,14 @@ fn exec_paths_agree() {
             direct.contains(&format!("NoNewPrivs:\t{}", u8::from(nnp))),
             "{direct}"
         );
+        // No ignored signal either (SIGPIPE above all: Rust ignores it in
+        // the runtime); 32 and 33 are glibc's own, which it will not reset.
+        let ignored = direct
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:\t"))
+            .map(|h| u64::from_str_radix(h, 16).unwrap())
+            .expect("SigIgn");
+        assert_eq!(ignored & 0x7fff_ffff, 0, "ignored signals {ignored:x}");
     }
 
     // A program the container does not have: the runtime fails, says so.

@@ -56,12 +56,16 @@ pub fn command(rt: &Runtime, log: &Path) -> Command {
     let mut cmd = Command::new(&rt.path);
     cmd.args(global_args(rt, log));
     // The shim blocks SIGCHLD and the termination signals (it reads them
-    // from a signalfd). A blocked mask survives exec, and libcontainer
-    // passes it on to the container: its process would never see SIGTERM.
-    // SAFETY: sigprocmask is async-signal-safe; nothing else runs between
-    // fork and exec.
+    // from a signalfd), and ignores SIGPIPE (Rust's default) and whatever
+    // its own starter ignored. A blocked mask and ignored signals survive
+    // exec, and the runtime passes them on to the container: its process
+    // would never see SIGTERM, and would get EPIPE instead of dying of
+    // SIGPIPE. The runtime starts with both as a fresh process has them.
+    // SAFETY: signal and sigprocmask are async-signal-safe; nothing else
+    // runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
+            default_signals();
             nix::sys::signal::sigprocmask(
                 nix::sys::signal::SigmaskHow::SIG_SETMASK,
                 Some(&nix::sys::signal::SigSet::empty()),
@@ -71,6 +75,17 @@ pub fn command(rt: &Runtime, log: &Path) -> Command {
         });
     }
     cmd
+}
+
+/// Every signal's disposition back to the default (SIGKILL and SIGSTOP
+/// cannot change; signals the kernel refuses are skipped).
+fn default_signals() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: setting SIG_DFL installs no handler.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    }
 }
 
 #[derive(Deserialize)]
