@@ -337,9 +337,21 @@ fn resolve(arg0: &str, path_var: &str, executable: impl Fn(&Path) -> bool) -> Op
         .find(|c| executable(c))
 }
 
-/// The home directory of `uid` in a passwd file, if listed.
+/// The home directory of `uid` in a passwd file, if listed. The file is
+/// the container's: a FIFO there must not hang the exec (opened without
+/// blocking, regular files only) nor a huge one fill memory (first 4 MiB).
 fn home_of(uid: u32, passwd: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(passwd).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(passwd)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(4 << 20).read_to_string(&mut text).ok()?;
     text.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
         (f.len() >= 7 && f[2].parse() == Ok(uid) && !f[5].is_empty()).then(|| f[5].to_string())
@@ -418,5 +430,9 @@ mod tests {
         assert_eq!(home_of(5, &f), None);
         assert_eq!(home_of(7, &f), None);
         assert_eq!(home_of(0, &dir.path().join("none")), None);
+        // A FIFO (nobody writing): no hang, no home.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(home_of(0, &fifo), None);
     }
 }
