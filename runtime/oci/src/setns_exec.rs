@@ -70,16 +70,8 @@ pub fn unsupported(
     if preserve_fds > 0 || std::env::var_os("LISTEN_FDS").is_some() {
         return Some("preserved fds");
     }
-    let namespaces = spec
-        .pointer("/linux/namespaces")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    for ns in namespaces {
-        match ns["type"].as_str() {
-            Some("pid" | "network" | "mount" | "ipc" | "uts" | "cgroup") => {}
-            _ => return Some("a user or time namespace"),
-        }
+    if namespace_types(spec).any(|t| !JOINED.iter().any(|(kind, ..)| t == Some(*kind))) {
+        return Some("a user or time namespace");
     }
     let set = |v: &Value| !(v.is_null() || v.as_str() == Some(""));
     for key in [
@@ -133,8 +125,30 @@ impl CgroupJoin {
     }
 }
 
-/// Namespace files of the init, in the order the child joins them (mount
-/// last: once in it, /proc and the cgroup paths are the container's).
+/// The namespaces this path joins (OCI type, /proc/<pid>/ns file, flag),
+/// in the order the child joins them: mount last, since once in it /proc
+/// and the cgroup paths are the container's. Any other type listed in the
+/// spec sends the exec to libcontainer.
+const JOINED: [(&str, &str, CloneFlags); 6] = [
+    ("pid", "pid", CloneFlags::CLONE_NEWPID),
+    ("ipc", "ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", "uts", CloneFlags::CLONE_NEWUTS),
+    ("network", "net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", "cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("mount", "mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// The `type` of each of the spec's namespaces (None where it has none).
+fn namespace_types(spec: &Value) -> impl Iterator<Item = Option<&str>> {
+    spec.pointer("/linux/namespaces")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|n| n["type"].as_str())
+}
+
+/// Namespace files of the init, in [`JOINED`]'s order.
 struct Namespaces {
     pid: Option<OwnedFd>,
     rest: Vec<(OwnedFd, CloneFlags)>,
@@ -145,19 +159,8 @@ fn open_namespaces(spec: &Value, init: Pid) -> Result<Namespaces> {
         pid: None,
         rest: Vec::new(),
     };
-    let listed: Vec<&str> = spec
-        .pointer("/linux/namespaces")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|n| n["type"].as_str()).collect())
-        .unwrap_or_default();
-    for (kind, file, flag) in [
-        ("pid", "pid", CloneFlags::CLONE_NEWPID),
-        ("ipc", "ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", "uts", CloneFlags::CLONE_NEWUTS),
-        ("network", "net", CloneFlags::CLONE_NEWNET),
-        ("cgroup", "cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("mount", "mnt", CloneFlags::CLONE_NEWNS),
-    ] {
+    let listed: Vec<&str> = namespace_types(spec).flatten().collect();
+    for (kind, file, flag) in JOINED {
         if !listed.contains(&kind) {
             continue;
         }
