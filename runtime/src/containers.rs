@@ -1162,9 +1162,7 @@ impl Containers {
                 }
             };
             for c in listed {
-                if self.inner.store.get_shared(&CONTAINERS, &c.id)?.is_some()
-                    || self.inner.store.get(&CONTAINER_REMOVALS, &c.id)?.is_some()
-                {
+                if self.has_record(&c.id)? {
                     continue;
                 }
                 tracing::warn!(container_id = %c.id, pod_id = %pod_id, "deleting a container its shim holds under no record");
@@ -1182,6 +1180,13 @@ impl Containers {
         Ok(())
     }
 
+    /// Whether a record names container `id`: a container's, or a removal
+    /// still to finish.
+    fn has_record(&self, id: &str) -> Result<bool, RuntimeError> {
+        Ok(self.inner.store.get_shared(&CONTAINERS, id)?.is_some()
+            || self.inner.store.get(&CONTAINER_REMOVALS, id)?.is_some())
+    }
+
     /// Container directories no record names (a crash between mounting a
     /// rootfs and committing its record): unmounted and removed.
     fn sweep_orphan_dirs(&self) -> Result<(), RuntimeError> {
@@ -1190,10 +1195,7 @@ impl Containers {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !e.file_type().is_ok_and(|t| t.is_dir())
-                || self.inner.store.get_shared(&CONTAINERS, &name)?.is_some()
-                || self.inner.store.get(&CONTAINER_REMOVALS, &name)?.is_some()
-            {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) || self.has_record(&name)? {
                 continue;
             }
             tracing::warn!(container_id = %name, "removing a container directory no record names");

@@ -280,10 +280,11 @@ impl Store {
     /// disk: readers see it at once, and it reaches the disk with the next
     /// durable commit (of any caller), or is lost if the machine crashes
     /// before one. redb keeps such a commit's header in memory only, so a
-    /// crash of this process loses it too. Only for writes that matter
-    /// together with a durable one that follows (an image lease and a
-    /// container's name reservation, taken just before its record is
-    /// written; recovery deletes what a lost reservation left).
+    /// crash of this process loses it too. Only for writes a durable one
+    /// of the same flow follows within milliseconds, whose loss recovery
+    /// repairs: an image lease and a container's name reservation (its
+    /// record follows), RemoveContainer's transaction (the background
+    /// deletion ends durable) and the release after an exit.
     pub fn write_unsynced<R, E>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R, E>) -> Result<R, E>
     where
         E: From<StoreError>,
