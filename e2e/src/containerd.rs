@@ -247,13 +247,9 @@ impl Containerd {
         }
         // Pods without a cgroup parent live under /k8s.io; runc removes
         // their leaves, the parent stays (empty): remove it if empty.
-        if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
-            for h in hierarchies.flatten() {
-                let _ = fs::remove_dir(h.path().join(CGROUP_PARENT.trim_start_matches('/')));
-            }
+        for h in crate::env::cgroup_hierarchies() {
+            let _ = fs::remove_dir(h.join(CGROUP_PARENT.trim_start_matches('/')));
         }
-        let _ =
-            fs::remove_dir(Path::new("/sys/fs/cgroup").join(CGROUP_PARENT.trim_start_matches('/')));
         if mounts_under(&self.dir).is_empty() {
             let _ = fs::remove_dir_all(&self.dir);
         }

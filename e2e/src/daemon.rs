@@ -333,12 +333,7 @@ fn remove_cgroup_tree(parent: &str) {
         }
         let _ = fs::remove_dir(dir);
     }
-    let root = Path::new("/sys/fs/cgroup");
-    let mut hierarchies = vec![root.to_path_buf()];
-    if let Ok(rd) = fs::read_dir(root) {
-        hierarchies.extend(rd.flatten().map(|e| e.path()));
-    }
-    for h in hierarchies {
+    for h in crate::env::cgroup_hierarchies() {
         rmdirs(&h.join(parent.trim_start_matches('/')));
         let _ = fs::remove_dir(h.join("berth-e2e"));
     }

@@ -54,6 +54,17 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Every cgroup hierarchy's mount: /sys/fs/cgroup itself (cgroup v2, or
+/// the tmpfs of a v1 host) and each directory in it.
+pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let mut all = vec![root.to_path_buf()];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        all.extend(rd.flatten().map(|e| e.path()));
+    }
+    all
+}
+
 /// Mount points at or under `dir`, from /proc/self/mountinfo, deepest first.
 pub fn mounts_under(dir: &std::path::Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();

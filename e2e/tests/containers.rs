@@ -752,8 +752,7 @@ async fn outlive(tag: &str, handler: &'static str) {
     std::thread::sleep(Duration::from_secs(3));
     let after = fs::read_to_string(s.log_file("ticker")).unwrap().len();
     assert!(after > before, "ticker kept logging while berthd was down");
-    s.e.d.spawn_and_wait_ready();
-    s.c = s.e.d.client().await;
+    s.restart().await;
     let st = s.status(&short).await;
     assert_eq!(
         (st.state, st.exit_code),
@@ -977,8 +976,7 @@ async fn a_removal_in_progress_is_finished_at_shutdown() {
     assert!(s.e.d.stop().success());
     let dir = s.e.d.root_dir.join("containers").join(&id);
     assert!(!dir.exists(), "{} left at shutdown", dir.display());
-    s.e.d.spawn_and_wait_ready();
-    s.c = s.e.d.client().await;
+    s.restart().await;
     s.finish().await;
 }
 
