@@ -76,7 +76,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    default_signals();
+    // What the container's init or an exec'd process inherits: Rust
+    // ignored SIGPIPE before main (berth_shim::child).
+    let _ = berth_shim::child::reset_signals();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -105,25 +107,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Every signal back to its default disposition, unblocked: what this
-/// process starts a container's init or an exec'd process with. Rust
-/// ignores SIGPIPE before main, and a caller may have ignored or blocked
-/// others; ignored signals and the mask survive execve, so a container
-/// would otherwise get EPIPE instead of dying of SIGPIPE in a pipeline.
-fn default_signals() {
-    for sig in 1..=libc::SIGRTMAX() {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: setting SIG_DFL installs no handler; single-threaded.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
-        }
-    }
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::empty()),
-        None,
-    );
 }
 
 /// Bad command line: help and version go to stdout (exit 0); errors go to the

@@ -55,37 +55,14 @@ pub fn command(rt: &Runtime, log: &Path) -> Command {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(&rt.path);
     cmd.args(global_args(rt, log));
-    // The shim blocks SIGCHLD and the termination signals (it reads them
-    // from a signalfd), and ignores SIGPIPE (Rust's default) and whatever
-    // its own starter ignored. A blocked mask and ignored signals survive
-    // exec, and the runtime passes them on to the container: its process
-    // would never see SIGTERM, and would get EPIPE instead of dying of
-    // SIGPIPE. The runtime starts with both as a fresh process has them.
-    // SAFETY: signal and sigprocmask are async-signal-safe; nothing else
-    // runs between fork and exec.
+    // The shim's blocked and ignored signals would reach the container
+    // through the runtime (berth_shim::child).
+    // SAFETY: reset_signals is async-signal-safe; nothing else runs
+    // between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
-            default_signals();
-            nix::sys::signal::sigprocmask(
-                nix::sys::signal::SigmaskHow::SIG_SETMASK,
-                Some(&nix::sys::signal::SigSet::empty()),
-                None,
-            )
-            .map_err(std::io::Error::from)
-        });
+        cmd.pre_exec(|| berth_shim::child::reset_signals().map_err(std::io::Error::from));
     }
     cmd
-}
-
-/// Every signal's disposition back to the default (SIGKILL and SIGSTOP
-/// cannot change; signals the kernel refuses are skipped).
-fn default_signals() {
-    for sig in 1..=libc::SIGRTMAX() {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            // SAFETY: setting SIG_DFL installs no handler.
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
-        }
-    }
 }
 
 #[derive(Deserialize)]
