@@ -562,6 +562,14 @@ fn exec_exit_codes_output_and_pid_file() {
     assert_gone(&env);
 }
 
+/// A seccomp profile that fails mkdir with EPERM and allows the rest.
+fn deny_mkdir() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    })
+}
+
 /// The direct exec (setns_exec.rs) and libcontainer's, on the same
 /// process: user, groups, umask, cwd, HOME, capabilities, no_new_privs,
 /// seccomp, rlimits, oom_score_adj, namespaces, cgroups and open fds must
@@ -572,10 +580,7 @@ fn exec_paths_agree() {
         return;
     }
     let mut env = Env::new("exec-paths");
-    let seccomp = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
-    });
+    let seccomp = deny_mkdir();
     env.write_config(&["sleep", "1000"], Some(seccomp));
     fs::create_dir_all(env.bundle().join("rootfs/etc")).unwrap();
     fs::write(
@@ -804,10 +809,7 @@ fn seccomp_denies_mkdir_in_init_and_exec() {
         return;
     }
     let mut env = Env::new("seccomp");
-    let seccomp = json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
-    });
+    let seccomp = deny_mkdir();
     env.write_config(
         &["sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?; sleep 1000"],
         Some(seccomp),
