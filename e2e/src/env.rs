@@ -67,11 +67,9 @@ pub fn cgroup_hierarchies() -> Vec<PathBuf> {
 
 /// Mount points at or under `dir`, from /proc/self/mountinfo, deepest first.
 pub fn mounts_under(dir: &std::path::Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+    let info = berth_mountinfo::read_own();
+    let mut found: Vec<PathBuf> = berth_mountinfo::parse(&info)
+        .map(|e| PathBuf::from(e.mount_point))
         .filter(|m| m.starts_with(dir))
         .collect();
     found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));

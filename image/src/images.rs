@@ -364,11 +364,10 @@ impl Images {
 
     /// The mount point of the filesystem holding the image store.
     pub fn mountpoint(&self) -> PathBuf {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let info = berth_mountinfo::read_own();
         let target = self.snapshots.root();
-        info.lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        berth_mountinfo::parse(&info)
+            .map(|e| PathBuf::from(e.mount_point))
             .filter(|m| target.starts_with(m))
             .max_by_key(|m| m.components().count())
             .unwrap_or_else(|| self.root.clone())

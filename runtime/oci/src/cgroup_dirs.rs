@@ -33,49 +33,21 @@ struct Mount<'a> {
 }
 
 fn cgroup_mounts(mountinfo: &str) -> Vec<Mount<'_>> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let mut post = post.split(' ');
-            let (fstype, _source, options) = (post.next()?, post.next()?, post.next()?);
-            let v2 = match fstype {
+    berth_mountinfo::parse(mountinfo)
+        .filter_map(|e| {
+            let v2 = match e.fstype {
                 "cgroup" => false,
                 "cgroup2" => true,
                 _ => return None,
             };
             Some(Mount {
                 v2,
-                options: options.split(',').collect(),
-                root: unescape(pre.get(3)?),
-                point: unescape(pre.get(4)?),
+                options: e.super_options.split(',').collect(),
+                root: e.root,
+                point: e.mount_point,
             })
         })
         .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) if b[i] == b'\\' => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn resolve(cgroup: &str, mountinfo: &str) -> Result<Vec<PathBuf>> {
@@ -179,12 +151,6 @@ mod tests {
         assert!(resolve("5:pids:/docker/x/../y\n", HYBRID).is_err());
         assert!(resolve("garbage\n", HYBRID).is_err());
         assert!(resolve("", HYBRID).is_err());
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
-        assert_eq!(unescape("end\\04"), "end\\04");
     }
 
     #[test]

@@ -332,47 +332,19 @@ fn ensure_propagation(path: &Path, host: &Host, wanted: &[&str]) -> Result<(), S
 /// one listed on ties) and its optional fields.
 fn mount_of(mountinfo: &str, path: &Path) -> Option<(String, Vec<String>)> {
     let mut best: Option<(String, Vec<String>)> = None;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if sep < 6 {
-            continue;
-        }
-        let mountpoint = unescape(fields[4]);
-        if !path.starts_with(&mountpoint) {
+    for e in berth_mountinfo::parse(mountinfo) {
+        if !path.starts_with(&e.mount_point) {
             continue;
         }
         let longer = best
             .as_ref()
-            .is_none_or(|(b, _)| mountpoint.len() >= b.len());
+            .is_none_or(|(b, _)| e.mount_point.len() >= b.len());
         if longer {
-            let optional = fields[6..sep].iter().map(|s| s.to_string()).collect();
-            best = Some((mountpoint, optional));
+            let optional = e.optional.iter().map(|s| s.to_string()).collect();
+            best = Some((e.mount_point, optional));
         }
     }
     best
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
