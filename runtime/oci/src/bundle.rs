@@ -24,16 +24,20 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// Paths of one container's sidecar.
+/// Paths of one container's sidecar, and its meta.json once read or
+/// written by this process (a command reads it more than once: `load`'s
+/// start-time check, then exec or state).
 #[derive(Debug, Clone)]
 pub struct Sidecar {
     pub dir: PathBuf,
+    meta: std::cell::RefCell<Option<Meta>>,
 }
 
 impl Sidecar {
     pub fn new(root: &Path, id: &str) -> Self {
         Sidecar {
             dir: root.join(".berth").join(id),
+            meta: Default::default(),
         }
     }
 
@@ -46,14 +50,19 @@ impl Sidecar {
     }
 
     pub fn read_meta(&self) -> Meta {
-        fs::read(self.meta_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .map(|v| Meta {
-                bundle: v["bundle"].as_str().map(PathBuf::from),
-                init_start: v["init_start"].as_u64(),
+        self.meta
+            .borrow_mut()
+            .get_or_insert_with(|| {
+                fs::read(self.meta_path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .map(|v| Meta {
+                        bundle: v["bundle"].as_str().map(PathBuf::from),
+                        init_start: v["init_start"].as_u64(),
+                    })
+                    .unwrap_or_default()
             })
-            .unwrap_or_default()
+            .clone()
     }
 
     pub fn write_meta(&self, meta: &Meta) -> Result<()> {
@@ -61,11 +70,14 @@ impl Sidecar {
             "bundle": meta.bundle.as_ref().map(|b| b.to_string_lossy().into_owned()),
             "init_start": meta.init_start,
         });
-        write_atomic(&self.meta_path(), v.to_string().as_bytes(), 0o600)
+        write_atomic(&self.meta_path(), v.to_string().as_bytes(), 0o600)?;
+        *self.meta.borrow_mut() = Some(meta.clone());
+        Ok(())
     }
 
     pub fn remove(&self) {
         let _ = fs::remove_dir_all(&self.dir);
+        *self.meta.borrow_mut() = None;
     }
 }
 
