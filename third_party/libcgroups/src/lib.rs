@@ -19,6 +19,9 @@ pub mod systemd;
 #[cfg(not(feature = "systemd"))]
 #[path = "stub/systemd/mod.rs"]
 pub mod systemd;
+// berth patch: a test double (its methods are `unimplemented!()`), built
+// only for tests; upstream compiles it into every build.
+#[cfg(test)]
 pub mod test_manager;
 #[cfg(feature = "v1")]
 pub mod v1;
