@@ -90,8 +90,8 @@ pub struct Meta {
 }
 
 /// Loads `<bundle>/config.json`, adjusts it (see the module doc) and writes
-/// the copy into the sidecar directory (created here).
-pub fn prepare(bundle: &Path, id: &str, sidecar: &Sidecar, systemd_cgroup: bool) -> Result<()> {
+/// the copy into the sidecar directory (created here); returns the copy.
+pub fn prepare(bundle: &Path, id: &str, sidecar: &Sidecar, systemd_cgroup: bool) -> Result<Value> {
     let config_path = bundle.join("config.json");
     let raw = fs::read(&config_path).with_context(|| format!("read {}", config_path.display()))?;
     let mut spec: Value =
@@ -125,7 +125,7 @@ pub fn prepare(bundle: &Path, id: &str, sidecar: &Sidecar, systemd_cgroup: bool)
     if let Err(e) = written {
         bail!("write {}: {}", config.display(), io_words(&e));
     }
-    Ok(())
+    Ok(spec)
 }
 
 fn adjust(

@@ -209,20 +209,36 @@ fn create_inner(g: &Global, a: &CreateArgs) -> Result<()> {
         armed: true,
     };
 
-    bundle::prepare(&bundle, id, &sidecar, g.systemd_cgroup)?;
-    let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-        .with_root_path(&g.root)?
-        .with_console_socket(a.console_socket.as_ref())
-        .with_preserved_fds(a.preserve_fds)
-        .as_init(&sidecar.dir)
-        .with_systemd(false)
-        .with_detach(true)
-        .with_no_pivot(a.no_pivot)
-        .build()?;
-    let pid = container
-        .pid()
-        .context("libcontainer recorded no init pid")?
-        .as_raw();
+    let spec = bundle::prepare(&bundle, id, &sidecar, g.systemd_cgroup)?;
+    let pid = match crate::direct_create::unsupported(
+        &spec,
+        a.console_socket.is_some(),
+        a.preserve_fds,
+        a.no_pivot,
+    ) {
+        None => {
+            let spec = serde_json::from_value(spec).context("parse the container's config")?;
+            crate::direct_create::create(id, spec, &sidecar.config(), &guard.dir)?
+        }
+        Some(why) => {
+            log::debug(&format!(
+                "create container {id}: libcontainer's path for {why}"
+            ));
+            let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+                .with_root_path(&g.root)?
+                .with_console_socket(a.console_socket.as_ref())
+                .with_preserved_fds(a.preserve_fds)
+                .as_init(&sidecar.dir)
+                .with_systemd(false)
+                .with_detach(true)
+                .with_no_pivot(a.no_pivot)
+                .build()?;
+            container
+                .pid()
+                .context("libcontainer recorded no init pid")?
+                .as_raw()
+        }
+    };
     sidecar.write_meta(&Meta {
         bundle: Some(bundle),
         init_start: process_start_time(pid),

@@ -8,8 +8,11 @@
 mod bundle;
 mod cgroup_dirs;
 mod commands;
+mod direct_create;
 mod exec;
 mod log;
+mod payload;
+mod rootfs;
 mod setns_exec;
 
 use std::path::PathBuf;

@@ -256,19 +256,23 @@ impl Env {
     /// `create` with stdio pipes; returns the read ends of the runtime's
     /// stdout/stderr pipes are now the container's.
     fn create(&mut self) -> Pipes {
+        self.create_with(&[])
+    }
+
+    /// `create` with extra environment variables for the runtime.
+    fn create_with(&mut self, vars: &[(&str, &str)]) -> Pipes {
         let bundle = self.bundle();
         let pid_file = self.path("init.pid");
-        let mut child = self
-            .cmd(&[
-                "create",
-                "--bundle",
-                bundle.to_str().unwrap(),
-                "--pid-file",
-                pid_file.to_str().unwrap(),
-                &self.id,
-            ])
-            .spawn()
-            .unwrap();
+        let mut cmd = self.cmd(&[
+            "create",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &self.id,
+        ]);
+        cmd.envs(vars.iter().copied());
+        let mut child = cmd.spawn().unwrap();
         let st = child.wait().unwrap();
         assert!(st.success(), "create: {st}\nlog: {}", self.log_text());
         let pid: i32 = fs::read_to_string(&pid_file)
@@ -677,6 +681,144 @@ fn exec_paths_agree() {
     env.ok(&["delete", "--force", &env.id]);
     env.reap();
     assert_gone(&env);
+}
+
+/// berth-runtime's own create (direct_create.rs, rootfs.rs) and
+/// libcontainer's, on the same config: what the container's init sees of
+/// its mounts, devices, ids, capabilities, seccomp, rlimits, namespaces,
+/// cgroups, fds, sysctls and read-only or masked paths must be the same.
+#[test]
+fn create_paths_agree() {
+    if !have_root() {
+        return;
+    }
+    let host = tempfile::tempdir().unwrap();
+    fs::create_dir(host.path().join("data")).unwrap();
+    fs::write(host.path().join("data/in-data"), "d").unwrap();
+    fs::write(host.path().join("probe"), "probe file\n").unwrap();
+    let script = "id; pwd; umask; echo HOME=$HOME; hostname; \
+        grep -E '^(Cap|NoNewPrivs|Seccomp:|Groups|Sig(Ign|Blk))' /proc/self/status; \
+        ulimit -Sn; ulimit -Hn; cat /proc/self/oom_score_adj; cat /proc/self/cgroup; \
+        ls /proc/self/fd; cat /proc/self/mountinfo; ls -ln /dev /dev/net; \
+        cat /etc/probe; ls /data; touch /rootfile 2>&1; touch /data/x 2>&1; \
+        touch /tmp/x && echo tmp-ok; cat /proc/sys/net/ipv4/ip_forward; \
+        echo keys: $(cat /proc/keys | wc -c); echo x > /proc/sysrq-trigger 2>&1; \
+        mkdir /tmp/z 2>&1; echo args: $0 $1; echo END";
+    let run = |libcontainer: bool| -> (String, Env) {
+        let mut env = Env::new(if libcontainer {
+            "create-lc"
+        } else {
+            "create-direct"
+        });
+        env.write_config(&["sh", "-c", script, "zero", "one"], Some(deny_mkdir()));
+        let rootfs = env.bundle().join("rootfs");
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
+        )
+        .unwrap();
+        for applet in ["grep", "ls", "hostname", "touch", "wc"] {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+        let path = env.bundle().join("config.json");
+        let mut c: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        c["root"]["readonly"] = json!(true);
+        let caps = json!(["CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE"]);
+        c["process"]["user"] =
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [1001, 1002], "umask": 23});
+        c["process"]["cwd"] = json!("/tmp");
+        c["process"]["capabilities"] = json!({"bounding": caps, "effective": caps,
+            "permitted": caps, "inheritable": caps, "ambient": caps});
+        c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 256, "hard": 512}]);
+        c["process"]["oomScoreAdj"] = json!(500);
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.extend([
+            json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                   "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+            json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                   "options": ["nosuid", "noexec", "nodev"]}),
+            json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "nodev", "mode=1777"]}),
+            json!({"destination": "/data", "type": "bind",
+                   "source": host.path().join("data"), "options": ["rbind", "rprivate", "ro"]}),
+            json!({"destination": "/etc/probe", "type": "bind",
+                   "source": host.path().join("probe"), "options": ["rbind", "rprivate", "rw"]}),
+        ]);
+        c["linux"]["devices"] = json!([{"path": "/dev/net/tun", "type": "c", "major": 10,
+            "minor": 200, "fileMode": 0o620, "uid": 0, "gid": 0}]);
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+        c["linux"]["maskedPaths"] = json!(["/proc/kcore", "/proc/keys", "/proc/acpi", "/no/such"]);
+        fs::write(&path, c.to_string()).unwrap();
+        let vars: &[(&str, &str)] = if libcontainer {
+            &[("BERTH_RUNTIME_LIBCONTAINER_CREATE", "1")]
+        } else {
+            &[]
+        };
+        let mut pipes = env.create_with(vars);
+        env.ok(&["start", &env.id]);
+        let out = read_until(&mut pipes.stdout, "END\n");
+        // What differs by container: its directory, its cgroup, and the
+        // mount and device ids.
+        let out = out
+            .replace(env.dir.path().to_str().unwrap(), "<dir>")
+            .replace(&env.cgroup, "<cgroup>");
+        let out = out
+            .lines()
+            .map(|l| match l.split_once(" - ") {
+                Some((head, tail)) if head.split(' ').count() >= 6 => {
+                    let fields: Vec<&str> = head.split(' ').collect();
+                    format!("{} - {tail}", fields[3..].join(" "))
+                }
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        (out, env)
+    };
+    let (direct, env_direct) = run(false);
+    let (libcontainer, env_lc) = run(true);
+    // By design: an `ro` cgroup mount is read-only on the direct path, its
+    // v1 hierarchies included (libcontainer binds them writable).
+    let cgroup_lines = |s: &str| -> Vec<String> {
+        s.lines()
+            .filter(|l| l.contains(" /sys/fs/cgroup"))
+            .map(str::to_string)
+            .collect()
+    };
+    let (dc, lc) = (cgroup_lines(&direct), cgroup_lines(&libcontainer));
+    assert!(!dc.is_empty());
+    assert_eq!(dc.len(), lc.len(), "{dc:#?}\n{lc:#?}");
+    for l in &dc {
+        assert!(l.split(' ').nth(2).unwrap().starts_with("ro"), "{l}");
+    }
+    let rest = |s: &str| -> String {
+        s.lines()
+            .filter(|l| !l.contains(" /sys/fs/cgroup"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(rest(&direct), rest(&libcontainer));
+    for want in [
+        "uid=1000(user) gid=1000 groups=1001,1002\n",
+        "\n/tmp\n0027\nHOME=/home/user\nberth-test\n",
+        "CapEff:\t0000000000000023",
+        "Seccomp:\t2",
+        "\n256\n512\n500\n",
+        "probe file\nin-data\n",
+        "Read-only file system",
+        "tmp-ok\n1\nkeys: 0\n",
+        "Operation not permitted",
+        "args: zero one",
+        "crw--w----    1 0        0          10, 200",
+    ] {
+        assert!(direct.contains(want), "{want:?} in\n{direct}");
+    }
+    for env in [env_direct, env_lc] {
+        env.ok(&["delete", "--force", &env.id]);
+        env.reap();
+        assert_gone(&env);
+    }
 }
 
 #[test]
