@@ -72,13 +72,7 @@ pub fn unsupported(
     if std::env::var_os(LIBCONTAINER_CREATE_ENV).is_some() {
         return Some(LIBCONTAINER_CREATE_ENV);
     }
-    let set = |v: &Value| match v {
-        Value::Null => false,
-        Value::String(s) => !s.is_empty(),
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(o) => !o.is_empty(),
-        _ => true,
-    };
+    let set = crate::payload::is_set;
     let process = &spec["process"];
     if console_socket || process["terminal"].as_bool() == Some(true) {
         return Some("a terminal");
@@ -110,16 +104,8 @@ pub fn unsupported(
     if set(&spec["hooks"]) {
         return Some("hooks");
     }
-    for key in [
-        "apparmorProfile",
-        "selinuxLabel",
-        "ioPriority",
-        "scheduler",
-        "execCPUAffinity",
-    ] {
-        if set(&process[key]) {
-            return Some("a process attribute libcontainer applies");
-        }
+    if crate::payload::has_libcontainer_attribute(process) {
+        return Some("a process attribute libcontainer applies");
     }
     for key in [
         "personality",

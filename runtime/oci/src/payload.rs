@@ -25,6 +25,33 @@ use nix_lc::unistd::{Gid, Uid};
 /// The PATH a process without one is searched with (runc's).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Whether a value of a JSON spec is set: not null, nor an empty string,
+/// array or object.
+pub fn is_set(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    }
+}
+
+/// Whether a process (JSON) sets an attribute these steps do not apply,
+/// which only libcontainer's path does.
+pub fn has_libcontainer_attribute(process: &serde_json::Value) -> bool {
+    [
+        "apparmorProfile",
+        "selinuxLabel",
+        "ioPriority",
+        "scheduler",
+        "execCPUAffinity",
+    ]
+    .iter()
+    .any(|key| is_set(&process[key]))
+}
+
 /// Never returns on success: the process image is replaced.
 pub fn setup_and_exec(
     p: &Process,

@@ -65,19 +65,10 @@ pub fn unsupported(
     if namespace_types(spec).any(|t| !JOINED.iter().any(|(kind, ..)| t == Some(*kind))) {
         return Some("a user or time namespace");
     }
-    let set = |v: &Value| !(v.is_null() || v.as_str() == Some(""));
-    for key in [
-        "apparmorProfile",
-        "selinuxLabel",
-        "ioPriority",
-        "scheduler",
-        "execCPUAffinity",
-    ] {
-        if set(&process[key]) {
-            return Some("a process attribute libcontainer applies");
-        }
+    if crate::payload::has_libcontainer_attribute(process) {
+        return Some("a process attribute libcontainer applies");
     }
-    if set(&spec["linux"]["personality"]) {
+    if crate::payload::is_set(&spec["linux"]["personality"]) {
         return Some("a personality");
     }
     None
