@@ -85,37 +85,33 @@ impl Root {
     }
 
     /// The directory `p`, created (with its missing parents, mode 0755)
-    /// where it does not exist.
+    /// where it does not exist. A directory made here is opened from its
+    /// parent's fd without following links; one found (or made meanwhile
+    /// by someone else) is resolved under the root like any path.
     fn mkdir_all(&self, p: &Path) -> Result<OwnedFd> {
         match self.resolve(p) {
             Ok(fd) => return Ok(fd),
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(e).with_context(|| format!("resolve {}", p.display())),
         }
-        let mut at = self.resolve(Path::new("/"))?;
-        let mut sofar = PathBuf::from("/");
-        for name in relative(p).components() {
-            sofar.push(name);
-            at = match self.resolve(&sofar) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT) => {
-                    match nix::sys::stat::mkdirat(
-                        at.as_fd(),
-                        name.as_os_str(),
-                        Mode::from_bits_truncate(0o755),
-                    ) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
-                        Err(e) => {
-                            return Err(e).with_context(|| format!("mkdir {}", sofar.display()));
-                        }
-                    }
-                    self.resolve(&sofar)
-                        .with_context(|| format!("resolve {}", sofar.display()))?
-                }
-                Err(e) => return Err(e).with_context(|| format!("resolve {}", sofar.display())),
-            };
+        let rel = relative(p);
+        let Some(name) = rel.file_name() else {
+            bail!("the root {} is missing", self.path.display());
+        };
+        let parent = self.mkdir_all(rel.parent().unwrap_or(Path::new("")))?;
+        match nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) => nix::fcntl::openat(
+                &parent,
+                name,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("open {}", p.display())),
+            Err(Errno::EEXIST) => self
+                .resolve(p)
+                .with_context(|| format!("resolve {}", p.display())),
+            Err(e) => Err(e).with_context(|| format!("mkdir {}", p.display())),
         }
-        Ok(at)
     }
 
     /// The file `p`, created empty (mode 0644) where nothing is there.
@@ -329,8 +325,6 @@ fn mount_into(sys: &dyn Syscall, root: &Root, m: &Mount, cfg: &MountOptionConfig
     let source = m.source().as_ref().context("the mount has no source")?;
     let bind = is_bind(m);
     let tree = if bind {
-        let src =
-            fs::canonicalize(source).with_context(|| format!("source {}", source.display()))?;
         let mut flags =
             libc::OPEN_TREE_CLOEXEC | libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32;
         if m.options()
@@ -341,9 +335,10 @@ fn mount_into(sys: &dyn Syscall, root: &Root, m: &Mount, cfg: &MountOptionConfig
         {
             flags |= libc::AT_RECURSIVE as u32;
         }
-        let path = src.to_str().context("a source that is not UTF-8")?;
+        // open_tree follows the source's links itself.
+        let path = source.to_str().context("a source that is not UTF-8")?;
         sys.open_tree(libc::AT_FDCWD, Some(path), flags)
-            .with_context(|| format!("open_tree {path}"))?
+            .with_context(|| format!("source {path}"))?
     } else {
         let fs = sys
             .fsopen(m.typ().as_deref(), 0)
@@ -374,7 +369,11 @@ fn mount_into(sys: &dyn Syscall, root: &Root, m: &Mount, cfg: &MountOptionConfig
     if let Some(rec) = &cfg.rec_attr {
         setattr(sys, tree.as_fd(), AT_RECURSIVE, rec)?;
     }
-    let target = if bind && !fs::metadata(source).map(|md| md.is_dir()).unwrap_or(false) {
+    let file = bind && {
+        let st = nix::sys::stat::fstat(&tree).context("stat the source")?;
+        st.st_mode & libc::S_IFMT != libc::S_IFDIR
+    };
+    let target = if file {
         root.touch(dest)?
     } else {
         root.mkdir_all(dest)?

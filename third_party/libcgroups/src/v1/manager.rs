@@ -104,6 +104,18 @@ impl Manager {
         tracing::debug!("Get path for subsystem: {}", subsystem);
         let mount_point = util::get_subsystem_mount_point(subsystem)?;
 
+        // berth patch: with a cgroup path given, /proc/self/cgroup only
+        // tells whether the subsystem exists, which moving between cgroups
+        // does not change: util::own_controllers reads it once per process
+        // (upstream opened it through a new procfs handle per subsystem).
+        if !cgroup_path.as_os_str().is_empty() {
+            let name = subsystem.to_string();
+            if !util::own_controllers()?.iter().any(|c| *c == name) {
+                return Err(V1ManagerError::SubsystemDoesNotExist);
+            }
+            return Ok(mount_point.join_safely(cgroup_path)?);
+        }
+
         let cgroup = ProcessCGroups::from_read(ProcfsHandle::new()?.open(
             ProcfsBase::ProcSelf,
             "cgroup",

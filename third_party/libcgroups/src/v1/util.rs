@@ -56,6 +56,31 @@ fn cgroup_mount_points() -> Result<&'static [PathBuf], V1MountPointError> {
     Ok(MOUNTS.get_or_init(|| mounts))
 }
 
+/// berth patch: the controllers of this process's cgroup v1 hierarchies
+/// (every entry of /proc/self/cgroup), read once per process; which
+/// hierarchies a process is in does not change when it moves between
+/// cgroups.
+pub fn own_controllers() -> Result<&'static [String], V1MountPointError> {
+    static OWN: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    if let Some(c) = OWN.get() {
+        return Ok(c);
+    }
+    let text = std::io::read_to_string(ProcfsHandle::new()?.open(
+        ProcfsBase::ProcSelf,
+        "cgroup",
+        OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+    )?)
+    .map_err(V1MountPointError::Io)?;
+    let controllers = text
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(1))
+        .flat_map(|c| c.split(','))
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok(OWN.get_or_init(|| controllers))
+}
+
 /// List all cgroup v1 subsystem mount points on the system. This can include unsupported
 /// subsystems, comounted controllers and named hierarchies.
 pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> {
