@@ -13,11 +13,12 @@
 //!   as its own), the notify socket `start` connects to, the pid
 //!   namespace (joined or unshared, for the child), fork; then the
 //!   child's cgroups (libcgroups: created, joined, resources applied) and
-//!   oom_score_adj, before letting it go on; on the child's report, the
-//!   state `created` with its pid.
+//!   oom_score_adj, while the child goes on with its namespaces and first
+//!   mounts; on the child's report, the state `created` with its pid.
 //! - the child, pid 1 of a new pid namespace or a member of the pod's:
-//!   new session, the other namespaces joined or unshared (cgroup last, so
-//!   its root is the container's cgroup), hostname, the rootfs
+//!   new session, the other namespaces joined or unshared (cgroup once the
+//!   runtime has put it in its cgroups, so their root is the container's),
+//!   hostname, the rootfs
 //!   (rootfs.rs), pivot_root, then payload.rs's steps up to execve, where
 //!   it reports ready and waits for `start` on the notify socket.
 //!
@@ -237,6 +238,8 @@ pub fn create(id: &str, spec: Spec, config: &Path, dir: &Path) -> Result<i32> {
     };
     drop(go_r);
     drop(report_w);
+    let forked = std::time::Instant::now();
+    let mut cgroup_time = std::time::Duration::ZERO;
     let setup = || -> Result<()> {
         let pid = nix_lc::unistd::Pid::from_raw(child.as_raw());
         cgroup
@@ -259,6 +262,7 @@ pub fn create(id: &str, spec: Spec, config: &Path, dir: &Path) -> Result<i32> {
             fs::write(format!("/proc/{child}/oom_score_adj"), adj.to_string())
                 .context("set oom_score_adj")?;
         }
+        cgroup_time = forked.elapsed();
         fs::File::from(go_w)
             .write_all(b"g")
             .context("let the init go on")?;
@@ -272,7 +276,13 @@ pub fn create(id: &str, spec: Spec, config: &Path, dir: &Path) -> Result<i32> {
             text => bail!("{}", String::from_utf8_lossy(text)),
         }
     };
-    if let Err(e) = setup() {
+    let result = setup();
+    crate::log::debug(&format!(
+        "create container {id}: cgroups {:?}, init ready {:?} after the fork",
+        cgroup_time,
+        forked.elapsed()
+    ));
+    if let Err(e) = result {
         let _ = kill(child, Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(child, None);
         if let Err(re) = cgroup.remove() {
@@ -304,23 +314,33 @@ fn init(
     report: &mut Option<fs::File>,
 ) -> Result<std::convert::Infallible> {
     nix::unistd::setsid().context("setsid")?;
-    let mut byte = [0u8; 1];
-    if fs::File::from(go)
-        .read(&mut byte)
-        .context("wait for the runtime")?
-        == 0
-    {
-        bail!("the runtime gave up before the init started");
-    }
     for (fd, flag) in &ns.join {
         nix::sched::setns(fd.as_fd(), *flag).with_context(|| format!("setns {flag:?}"))?;
     }
-    let without_cgroup = ns.new - CloneFlags::CLONE_NEWCGROUP;
-    nix::sched::unshare(without_cgroup).context("new namespaces")?;
-    if ns.new.contains(CloneFlags::CLONE_NEWCGROUP) {
-        // Now in the container's cgroups: they become its root.
-        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).context("new cgroup namespace")?;
-    }
+    nix::sched::unshare(ns.new - CloneFlags::CLONE_NEWCGROUP).context("new namespaces")?;
+    // The runtime puts this process in its cgroups meanwhile (both cores
+    // work); the rootfs setup waits for that before the first step that
+    // depends on them: the cgroup filesystem, which shows this process's
+    // own cgroups, or the device nodes, which the devices cgroup governs.
+    let mut go = Some(go);
+    let mut joined = || -> Result<()> {
+        let Some(go) = go.take() else {
+            return Ok(());
+        };
+        let mut byte = [0u8; 1];
+        if fs::File::from(go)
+            .read(&mut byte)
+            .context("wait for the runtime")?
+            == 0
+        {
+            bail!("the runtime gave up before the init joined its cgroups");
+        }
+        if ns.new.contains(CloneFlags::CLONE_NEWCGROUP) {
+            // Now in the container's cgroups: they become its root.
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).context("new cgroup namespace")?;
+        }
+        Ok(())
+    };
     let sys = create_syscall();
     if ns.new.contains(CloneFlags::CLONE_NEWUTS) {
         if let Some(h) = spec.hostname() {
@@ -340,7 +360,9 @@ fn init(
         .unwrap_or_default()
         .iter()
         .any(|n| n.typ() == LinuxNamespaceType::Cgroup);
-    crate::rootfs::prepare(sys.as_ref(), spec, rootfs, cgroup_ns).context("prepare the rootfs")?;
+    crate::rootfs::prepare(sys.as_ref(), spec, rootfs, cgroup_ns, &mut joined)
+        .context("prepare the rootfs")?;
+    joined()?;
     crate::rootfs::pivot(sys.as_ref(), rootfs)?;
     let readonly = spec.root().as_ref().and_then(|r| r.readonly()) == Some(true);
     crate::rootfs::finish(sys.as_ref(), linux, readonly)?;

@@ -151,7 +151,16 @@ fn relative(p: &Path) -> PathBuf {
 }
 
 /// Everything before pivot_root.
-pub fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Path, cgroup_ns: bool) -> Result<()> {
+/// `joined` returns once this process is in the container's cgroups; it
+/// is called before the cgroup filesystem is mounted and before device
+/// nodes are made.
+pub fn prepare(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup_ns: bool,
+    joined: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let linux = spec
         .linux()
         .as_ref()
@@ -184,6 +193,9 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Path, cgroup_ns: bool) -
     .with_context(|| format!("bind the rootfs {} onto itself", rootfs.display()))?;
     let root = Root::open(rootfs)?;
     for m in spec.mounts().as_deref().unwrap_or_default() {
+        if m.typ().as_deref() == Some("cgroup") {
+            joined()?;
+        }
         setup_mount(sys, &root, m, cgroup_ns, &mountinfo)
             .with_context(|| format!("mount {}", m.destination().display()))?;
     }
@@ -204,6 +216,7 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, rootfs: &Path, cgroup_ns: bool) -
         .into_iter()
         .filter(|d| !listed.iter().any(|l| l.path() == d.path()))
         .collect();
+    joined()?;
     Device::new()
         .create_devices(&root.path, listed.iter().chain(&defaults), false)
         .context("create device nodes")?;
