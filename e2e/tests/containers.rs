@@ -1288,3 +1288,96 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Unmounts what a test mounted on the host, also when it fails.
+struct HostMounts(Vec<PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[tokio::test]
+async fn host_mounts_propagate_into_containers() {
+    if !root_or_skip("host_mounts_propagate_into_containers") {
+        return;
+    }
+    propagation("ctrprop", "berth").await;
+}
+
+#[tokio::test]
+async fn host_mounts_propagate_into_containers_with_runc() {
+    if !root_or_skip("host_mounts_propagate_into_containers_with_runc") {
+        return;
+    }
+    propagation("ctroprunc", "runc").await;
+}
+
+/// HostToContainer (rslave) and private volumes of a host directory on a
+/// shared mount: a mount made on the host after the container started
+/// shows through the first only. libcontainer's create failed on the
+/// `rslave` rootfs propagation such a volume needs, and its parser
+/// dropped a mount's own propagation option.
+async fn propagation(tag: &str, handler: &'static str) {
+    use nix::mount::{MsFlags, mount};
+    let mut s = setup(tag, handler, fixture::busybox()).await;
+    let host = s.e.d.dir.join("propagation");
+    fs::create_dir_all(&host).unwrap();
+    let mut mounts = HostMounts(Vec::new());
+    mount(
+        Some(&host),
+        &host,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mounts.0.push(host.clone());
+    mount(
+        None::<&str>,
+        &host,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let mut cfg = s.config("prop", &["sleep", "1000"]);
+    for (path, propagation) in [
+        ("/slave", MountPropagation::PropagationHostToContainer),
+        ("/private", MountPropagation::PropagationPrivate),
+    ] {
+        cfg.mounts.push(Mount {
+            container_path: path.into(),
+            host_path: host.to_str().unwrap().into(),
+            propagation: propagation as i32,
+            ..Default::default()
+        });
+    }
+    let id = s
+        .create(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("create: {e:?}\n{}", s.e.d.log()));
+    s.start(&id).await;
+    let sub = host.join("sub");
+    fs::create_dir_all(&sub).unwrap();
+    mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    mounts.0.push(sub.clone());
+    fs::write(sub.join("marker"), "from the host").unwrap();
+    let (code, out) = s.sh(&id, "cat /slave/sub/marker").await;
+    assert_eq!((code, out.as_str()), (0, "from the host"));
+    let (code, _) = s.sh(&id, "cat /private/sub/marker").await;
+    assert_ne!(code, 0, "a private volume saw a later host mount");
+    // Host mounts go first: the daemon's check finds nothing left then.
+    drop(mounts);
+    s.finish().await;
+}

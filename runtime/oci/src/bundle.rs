@@ -9,6 +9,9 @@
 //! - `process.oomScoreAdj` clamped to this process's current value when it is
 //!   lower (lowering needs CAP_SYS_RESOURCE; libcontainer writes it in the
 //!   runtime process and fails the create otherwise);
+//! - `linux.rootfsPropagation` `rshared`/`rslave`/`rprivate`/`runbindable`
+//!   (runc's names, which libcontainer rejects) without the `r`: both
+//!   create paths apply the root's propagation recursively anyway;
 //! - with `--systemd-cgroup`, `linux.cgroupsPath` `slice:prefix:name` expanded
 //!   to the cgroupfs path systemd would use (libcontainer's systemd manager,
 //!   D-Bus transient units, is not built in); without a cgroupsPath, `/<id>`.
@@ -200,6 +203,17 @@ fn adjust(
         path
     };
     linux.insert("cgroupsPath".into(), Value::String(path));
+
+    // runc's recursive rootfs propagations, which libcontainer rejects;
+    // it applies every one recursively, so the plain names mean the same.
+    if let Some(p) = linux.get("rootfsPropagation").and_then(Value::as_str)
+        && let Some(plain) = p
+            .strip_prefix('r')
+            .filter(|k| matches!(*k, "shared" | "slave" | "private" | "unbindable"))
+    {
+        let plain = plain.to_string();
+        linux.insert("rootfsPropagation".into(), Value::String(plain));
+    }
     Ok(())
 }
 
@@ -373,10 +387,11 @@ mod tests {
                 {"destination": "/a", "type": "bind", "source": "data", "options": ["rbind"]},
                 {"destination": "/proc", "type": "proc", "source": "proc"}
             ],
-            "linux": {},
+            "linux": {"rootfsPropagation": "rslave"},
             "x-unknown": 1
         });
         adjust(&mut spec, dir.path(), "c1", false, Some(0)).unwrap();
+        assert_eq!(spec["linux"]["rootfsPropagation"], "slave");
         assert_eq!(
             spec["root"]["path"],
             dir.path().join("rootfs").to_string_lossy().as_ref()

@@ -42,13 +42,6 @@ use nix::mount::MsFlags as NixMsFlags;
 use nix::sys::stat::Mode;
 use nix_lc::mount::MsFlags;
 
-const PROPAGATION: MsFlags = MsFlags::from_bits_truncate(
-    MsFlags::MS_PRIVATE.bits()
-        | MsFlags::MS_SLAVE.bits()
-        | MsFlags::MS_SHARED.bits()
-        | MsFlags::MS_UNBINDABLE.bits(),
-);
-
 /// The rootfs, opened once; every destination is resolved under it.
 pub struct Root {
     fd: OwnedFd,
@@ -399,8 +392,7 @@ fn mount_into(sys: &dyn Syscall, root: &Root, m: &Mount, cfg: &MountOptionConfig
         MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
     )
     .context("move_mount")?;
-    let propagation = cfg.flags & PROPAGATION;
-    if !propagation.is_empty() {
+    if let Some((propagation, recursive)) = propagation_of(m) {
         // The destination now resolves to the new mount's root.
         let mounted = root.resolve(dest).context("resolve the new mount")?;
         let attr = MountAttr {
@@ -409,14 +401,35 @@ fn mount_into(sys: &dyn Syscall, root: &Root, m: &Mount, cfg: &MountOptionConfig
             propagation: propagation.bits(),
             userns_fd: 0,
         };
-        let rec = if cfg.flags.contains(MsFlags::MS_REC) {
-            AT_RECURSIVE
-        } else {
-            0
-        };
+        let rec = if recursive { AT_RECURSIVE } else { 0 };
         setattr(sys, mounted.as_fd(), rec, &attr).context("set the mount's propagation")?;
     }
     Ok(())
+}
+
+/// The propagation a mount's options ask for (the last one given) and
+/// whether recursively. libcontainer's option parser clears these flags
+/// instead of setting them, so they are read here.
+fn propagation_of(m: &Mount) -> Option<(MsFlags, bool)> {
+    m.options()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|o| {
+            let (recursive, kind) = match o.strip_prefix('r') {
+                Some(k @ ("private" | "slave" | "shared" | "unbindable")) => (true, k),
+                _ => (false, o.as_str()),
+            };
+            let flag = match kind {
+                "private" => MsFlags::MS_PRIVATE,
+                "slave" => MsFlags::MS_SLAVE,
+                "shared" => MsFlags::MS_SHARED,
+                "unbindable" => MsFlags::MS_UNBINDABLE,
+                _ => return None,
+            };
+            Some((flag, recursive))
+        })
+        .next_back()
 }
 
 fn mount_spec(dest: PathBuf, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
@@ -729,6 +742,42 @@ mod tests {
         assert_eq!(relative(Path::new("/../../etc")), PathBuf::from("etc"));
         assert_eq!(relative(Path::new("/a/./b/../c")), PathBuf::from("a/c"));
         assert_eq!(relative(Path::new("/")), PathBuf::new());
+    }
+
+    #[test]
+    fn propagation_options_are_read() {
+        use libcontainer::oci_spec::runtime::MountBuilder;
+        let m = |opts: &[&str]| {
+            MountBuilder::default()
+                .destination("/x")
+                .options(opts.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                .build()
+                .unwrap()
+        };
+        assert_eq!(
+            propagation_of(&m(&["rbind", "rprivate"])),
+            Some((MsFlags::MS_PRIVATE, true))
+        );
+        assert_eq!(
+            propagation_of(&m(&["rslave", "ro"])),
+            Some((MsFlags::MS_SLAVE, true))
+        );
+        assert_eq!(
+            propagation_of(&m(&["shared"])),
+            Some((MsFlags::MS_SHARED, false))
+        );
+        assert_eq!(
+            propagation_of(&m(&["private", "rshared"])),
+            Some((MsFlags::MS_SHARED, true))
+        );
+        assert_eq!(propagation_of(&m(&["rbind", "rw"])), None);
+        // libcontainer's parser drops them: why they are read here.
+        assert!(
+            !parse_mount(&m(&["rslave"]))
+                .unwrap()
+                .flags
+                .contains(MsFlags::MS_SLAVE)
+        );
     }
 
     #[test]
