@@ -479,10 +479,11 @@ fn mount_cgroup(
     for (name, host_mount) in &hierarchies {
         let sub = dest.join(name);
         if cgroup_ns {
-            let data = if name == "systemd" {
-                "name=systemd".to_string()
+            // One fsconfig key per controller of a co-mounted hierarchy.
+            let data: Vec<String> = if name == "systemd" {
+                vec!["name=systemd".to_string()]
             } else {
-                name.clone()
+                name.split(',').map(str::to_string).collect()
             };
             let mut opts = vec!["noexec", "nosuid", "nodev"];
             if ro {
@@ -490,7 +491,7 @@ fn mount_cgroup(
             }
             let mut sm = mount_spec(sub, "cgroup", "cgroup", &opts)?;
             let mut scfg = parse_mount(&sm).map_err(|e| anyhow::anyhow!("{e}"))?;
-            scfg.data = vec![data];
+            scfg.data = data;
             sm.set_options(None);
             mount_into(sys, root, &sm, &scfg)?;
         } else {
