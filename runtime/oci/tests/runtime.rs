@@ -821,6 +821,43 @@ fn create_paths_agree() {
     }
 }
 
+/// A container with its own cgroup namespace (direct create): its cgroups
+/// read as roots, and the cgroup filesystem shows its own directories.
+#[test]
+fn cgroup_namespace_roots_the_containers_cgroups() {
+    if !have_root() {
+        return;
+    }
+    let mut env = Env::new("cgroupns");
+    env.write_config(
+        &["sh", "-c", "cat /proc/self/cgroup; cat /sys/fs/cgroup/pids/cgroup.procs 2>&1 || cat /sys/fs/cgroup/cgroup.procs; echo END"],
+        None,
+    );
+    let path = env.bundle().join("config.json");
+    let mut c: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "cgroup"}));
+    c["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/sys/fs/cgroup",
+        "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "ro"]}));
+    fs::write(&path, c.to_string()).unwrap();
+    let mut pipes = env.create();
+    env.ok(&["start", &env.id]);
+    let out = read_until(&mut pipes.stdout, "END\n");
+    for line in out.lines().filter(|l| l.contains(':')) {
+        assert!(line.ends_with(":/"), "not a root: {line}\n{out}");
+    }
+    // The init, pid 1 of its pid namespace, is the cgroup's only process.
+    assert!(out.contains("\n1\n"), "{out}");
+    env.ok(&["delete", "--force", &env.id]);
+    env.reap();
+    assert_gone(&env);
+}
+
 #[test]
 fn failed_create_reports_in_log_and_leaves_nothing() {
     if !have_root() {
