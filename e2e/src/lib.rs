@@ -11,6 +11,7 @@ pub mod env;
 pub mod fixture;
 pub mod netns;
 pub mod podnet;
+pub mod setup;
 
 pub use daemon::{Berthd, BerthdBuilder};
 pub use env::{bin_path, root_or_skip};
