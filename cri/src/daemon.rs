@@ -49,6 +49,14 @@ pub enum StartupError {
     Containers(#[source] berth_runtime::RuntimeError),
     #[error(transparent)]
     Socket(#[from] SocketError),
+    /// The sealed copy of a binary that runs in pods' namespaces
+    /// (berth_process::sealed) could not be made.
+    #[error("cannot make a sealed copy of {path}: {source}")]
+    Seal {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot listen: {0}")]
     Listen(#[source] io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -131,7 +139,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         },
         crate::network::CniNetwork::new(config.cni.clone(), d.root_dir.join("cni/results")),
     )
-    .with_pid_holder(containers.shim_bin().to_owned());
+    .with_pid_holder(Arc::new(
+        berth_process::sealed::SealedExe::seal(containers.shim_bin()).map_err(|source| {
+            StartupError::Seal {
+                path: containers.shim_bin().to_owned(),
+                source,
+            }
+        })?,
+    ));
     pods.recover().await.map_err(StartupError::Recover)?;
     containers
         .recover()

@@ -4,13 +4,22 @@
 //! started as pid 1 of a new PID namespace; containers join it through
 //! `/proc/<holder>/ns/pid`. It runs in its own session, so it outlives a
 //! berthd restart; berthd kills it when the pod stops.
+//!
+//! Every process of the pod sees the holder, so it runs from a sealed copy
+//! of berth-shim (berth_process::sealed: its `/proc/<pid>/exe` must not
+//! lead to the host's file) and in the pod's own network, IPC and UTS
+//! namespaces; it isolates itself further at start (berth-shim's pause.rs).
 
+use std::fs::File;
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-use nix::sched::{CloneFlags, unshare};
+use berth_process::sealed::SealedExe;
+use nix::sched::{CloneFlags, setns, unshare};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
@@ -18,26 +27,38 @@ use nix::unistd::Pid;
 /// The argument that makes `berth-shim` a PID namespace holder.
 pub const HOLDER_ARG: &str = "pause";
 
-/// Starts the holder for `pod_id`; returns its pid (in berthd's namespace).
-pub fn spawn_holder(bin: &Path, pod_id: &str) -> io::Result<u32> {
-    let bin = bin.to_owned();
+/// Starts the holder for `pod_id` from `exe` (a sealed copy of berth-shim),
+/// in the namespaces pinned at `join` (the pod's network, IPC and UTS
+/// namespaces; none for a pod on the host's); returns its pid (in
+/// berthd's namespace).
+pub fn spawn_holder(exe: &Arc<SealedExe>, pod_id: &str, join: &[PathBuf]) -> io::Result<u32> {
+    let exe = Arc::clone(exe);
     let pod_id = pod_id.to_owned();
+    let join: Vec<File> = join.iter().map(File::open).collect::<io::Result<_>>()?;
     // unshare(CLONE_NEWPID) changes the namespace of the calling thread's
     // future children only: a thread of its own keeps berthd's other
     // spawns out of it.
     std::thread::spawn(move || -> io::Result<u32> {
         unshare(CloneFlags::CLONE_NEWPID).map_err(io::Error::from)?;
-        let mut cmd = Command::new(&bin);
-        cmd.arg(HOLDER_ARG)
+        let mut cmd = Command::new(exe.exec_path());
+        cmd.arg0(exe.source())
+            .arg(HOLDER_ARG)
             .arg(&pod_id)
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe; nothing else runs between
+        // SAFETY: setsid and setns are async-signal-safe system calls on
+        // descriptors opened before the fork; nothing else runs between
         // fork and exec.
         unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+            cmd.pre_exec(move || {
+                nix::unistd::setsid()?;
+                for ns in &join {
+                    setns(ns.as_fd(), CloneFlags::empty())?;
+                }
+                Ok(())
+            });
         }
         let child = cmd.spawn()?;
         Ok(child.id())

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use berth_process::sealed::SealedExe;
 use berth_store::{Prefix, Store, Table};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tokio::sync::Mutex;
@@ -71,8 +72,9 @@ pub struct Pods<N> {
     network: N,
     /// The node's resolv.conf, for pods without DNS config.
     host_resolv: PathBuf,
-    /// `berth-shim`, whose `pause` mode holds shared PID namespaces.
-    holder_bin: Option<PathBuf>,
+    /// A sealed copy of `berth-shim`, whose `pause` mode holds shared PID
+    /// namespaces.
+    holder_exe: Option<Arc<SealedExe>>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -106,15 +108,15 @@ impl<N: PodNetwork> Pods<N> {
             dirs,
             network,
             host_resolv: PathBuf::from("/etc/resolv.conf"),
-            holder_bin: None,
+            holder_exe: None,
             locks: Default::default(),
         }
     }
 
-    /// The binary that holds shared PID namespaces (`berth-shim`). Without
-    /// it, pods asking for pid = POD are refused.
-    pub fn with_pid_holder(mut self, bin: PathBuf) -> Self {
-        self.holder_bin = Some(bin);
+    /// A sealed copy of the binary that holds shared PID namespaces
+    /// (`berth-shim`). Without it, pods asking for pid = POD are refused.
+    pub fn with_pid_holder(mut self, exe: Arc<SealedExe>) -> Self {
+        self.holder_exe = Some(exe);
         self
     }
 
@@ -265,16 +267,22 @@ impl<N: PodNetwork> Pods<N> {
             .await
             .map_err(|_| PodError::Namespaces(ns::NsError::Thread))??;
         if rec.spec.namespaces.pid == NsMode::Pod {
-            let bin = self.holder_bin.clone().ok_or_else(|| {
+            let exe = self.holder_exe.clone().ok_or_else(|| {
                 PodError::InvalidArgument(
                     "a shared PID namespace needs berth-shim, which was not found".into(),
                 )
             })?;
             let id = rec.id.clone();
-            let pid = tokio::task::spawn_blocking(move || crate::pidns::spawn_holder(&bin, &id))
-                .await
-                .map_err(|_| PodError::Namespaces(ns::NsError::Thread))?
-                .map_err(|e| PodError::Namespaces(ns::NsError::PidHolder(e)))?;
+            let join: Vec<PathBuf> = [&rec.netns, &rec.ipcns, &rec.utsns]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            let pid =
+                tokio::task::spawn_blocking(move || crate::pidns::spawn_holder(&exe, &id, &join))
+                    .await
+                    .map_err(|_| PodError::Namespaces(ns::NsError::Thread))?
+                    .map_err(|e| PodError::Namespaces(ns::NsError::PidHolder(e)))?;
             rec.pid_holder = Some(pid);
             self.cgroups
                 .add_process(&cg, pid)

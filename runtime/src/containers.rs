@@ -23,6 +23,7 @@ use crate::record::{
     reservation_key,
 };
 use crate::rootfs::{self, Layout};
+use crate::sealed::{BUILTIN_RUNTIME, SealedRuntimes};
 use crate::shim::Shims;
 
 /// How long the runtime may take to stop a container after SIGKILL.
@@ -107,6 +108,8 @@ struct Inner {
     min_oom_score_adj: i32,
     /// `[runtime] default_rlimits`, parsed.
     rlimits: Vec<oci_spec::runtime::PosixRlimit>,
+    /// The sealed copies every runtime call runs from.
+    sealed: SealedRuntimes,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -136,7 +139,7 @@ impl Containers {
         let shims = Shims::new(shim_bin, paths.state.join("shims"));
         // kubelet lists containers every second: keep them decoded.
         store.cache(&CONTAINERS)?;
-        Ok(Containers {
+        let c = Containers {
             inner: Arc::new(Inner {
                 config,
                 store,
@@ -146,9 +149,17 @@ impl Containers {
                 driver,
                 min_oom_score_adj,
                 rlimits,
+                sealed: SealedRuntimes::default(),
                 locks: Default::default(),
             }),
-        })
+        };
+        // The default handler's copy now: a node that cannot make one
+        // (vm.memfd_noexec = 2) fails at start, not at the first create,
+        // and that create does not pay for the copy.
+        if let Ok(rt) = c.runtime_for("") {
+            c.inner.sealed.get(&rt.path)?;
+        }
+        Ok(c)
     }
 
     pub fn config(&self) -> &Config {
@@ -181,7 +192,7 @@ impl Containers {
             RuntimeError::InvalidArgument(format!("no runtime handler {handler:?} configured"))
         })?;
         let bin = if h.path.is_empty() {
-            "berth-runtime"
+            BUILTIN_RUNTIME
         } else {
             h.path.as_str()
         };
@@ -397,11 +408,14 @@ impl Containers {
             .map_err(|e| RuntimeError::Runtime(format!("serializing the OCI spec: {e}")))?;
         std::fs::write(bundle.join("config.json"), json)
             .map_err(|e| RuntimeError::io("writing config.json", e))?;
+        // The pod's shim, when this starts it, runs the runtime from it.
+        let sealed = self.inner.sealed.get(&runtime.path)?;
         let created = self
             .inner
             .shims
             .call_or_start(
                 &pod.id,
+                &sealed,
                 &Request::Create(proto::Create {
                     id: rec.id.clone(),
                     bundle,
@@ -446,22 +460,12 @@ impl Containers {
         let log = Layout::new(&self.inner.paths.containers, &rec.id)
             .bundle()
             .join("runtime.log");
-        let mut cmd = tokio::process::Command::new(&rt.path);
-        if let Some(root) = &rt.root {
-            cmd.arg("--root").arg(root);
-        }
-        if rt.systemd_cgroup {
-            cmd.arg("--systemd-cgroup");
-        }
-        cmd.args(&rt.options)
-            .arg("--log")
+        let mut cmd = self.inner.sealed.command(&rt)?;
+        cmd.arg("--log")
             .arg(&log)
             .arg("--log-format")
             .arg("json")
             .args(["delete", "--force", rec.id.as_str()])
-            .env_clear()
-            .env("PATH", crate::shim::SAFE_PATH)
-            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
@@ -1058,7 +1062,10 @@ impl Containers {
         std::fs::write(&file, serde_json::to_vec(&oci).unwrap_or_default())
             .map_err(|e| RuntimeError::io("writing resources", e))?;
         let runtime = self.runtime_for(&rec.handler)?;
-        let out = runtime_command(&runtime)
+        let out = self
+            .inner
+            .sealed
+            .command(&runtime)?
             .arg("update")
             .arg("--resources")
             .arg(&file)
@@ -1242,21 +1249,6 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, RuntimeError
         std::fs::read(p).map_err(|e| RuntimeError::io(format!("reading {}", p.display()), e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| RuntimeError::Runtime(format!("{}: {e}", p.display())))
-}
-
-/// The runtime's command with its global options.
-fn runtime_command(rt: &proto::Runtime) -> tokio::process::Command {
-    let mut c = tokio::process::Command::new(&rt.path);
-    if let Some(root) = &rt.root {
-        c.arg("--root").arg(root);
-    }
-    if rt.systemd_cgroup {
-        c.arg("--systemd-cgroup");
-    }
-    c.args(&rt.options);
-    c.env_clear().env("PATH", crate::shim::SAFE_PATH);
-    c.stdin(std::process::Stdio::null());
-    c
 }
 
 /// The CRI log path: `log_path` relative to the pod's log directory, and

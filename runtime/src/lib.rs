@@ -7,6 +7,7 @@ pub mod containers;
 pub mod error;
 pub mod record;
 pub mod rootfs;
+pub mod sealed;
 pub mod shim;
 
 pub use config::{Config, Handler};

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::AsFd;
+
+use berth_process::sealed::SealedExe;
 use berth_shim::proto::{self, Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -71,8 +74,9 @@ impl Shims {
         )
     }
 
-    /// Starts the pod's shim unless it runs already.
-    pub async fn ensure(&self, pod_id: &str) -> Result<(), RuntimeError> {
+    /// Starts the pod's shim unless it runs already, handing it `runtime`,
+    /// the sealed copy of the pod's runtime it runs that runtime from.
+    pub async fn ensure(&self, pod_id: &str, runtime: &Arc<SealedExe>) -> Result<(), RuntimeError> {
         let lock = {
             let mut m = self.starting.lock().unwrap_or_else(|e| e.into_inner());
             m.entry(pod_id.to_owned()).or_default().clone()
@@ -102,6 +106,16 @@ impl Shims {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        cmd.arg("--sealed-runtime").arg(runtime.source());
+        let sealed = Arc::clone(runtime);
+        // SAFETY: hand_over only makes async-signal-safe system calls (dup2,
+        // fcntl) on a descriptor that stays open meanwhile (the closure
+        // holds the copy).
+        unsafe {
+            cmd.pre_exec(move || {
+                berth_process::sealed::hand_over(sealed.as_fd(), proto::SEALED_RUNTIME_FD)
+            });
+        }
         let child = cmd
             .spawn()
             .map_err(|e| shim_err(format!("starting {}: {e}", self.bin.display())))?;
@@ -153,12 +167,13 @@ impl Shims {
     pub async fn call_or_start(
         &self,
         pod_id: &str,
+        runtime: &Arc<SealedExe>,
         req: &Request,
         timeout: Option<Duration>,
     ) -> Result<Response, RuntimeError> {
         match call_at_detailed(&self.socket(pod_id), req, timeout).await {
             Err(CallError::Connect(_)) => {
-                self.ensure(pod_id).await?;
+                self.ensure(pod_id, runtime).await?;
                 self.call(pod_id, req, timeout).await
             }
             other => answer(pod_id, other.map_err(String::from)),

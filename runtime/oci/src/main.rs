@@ -79,18 +79,38 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: create and exec run this binary's code inside
+    // the container's namespaces, where its /proc entries must not lead a
+    // container to the host's file (berth_process::sealed). Forked
+    // children inherit this; the execve of the container's program ends it.
+    let non_dumpable = berth_process::sealed::make_non_dumpable();
     // What the container's init or an exec'd process inherits: Rust
-    // ignored SIGPIPE before main (berth_shim::child).
-    let _ = berth_shim::child::reset_signals();
+    // ignored SIGPIPE before main (berth_process::signals).
+    let _ = berth_process::signals::reset_signals();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
+    };
+    // berthd and its shims run this binary from one sealed copy made at
+    // berthd's start; run any other way, it makes its own copy first.
+    // Before the log is opened: the re-exec keeps inherited descriptors.
+    let sealed = match cli.cmd {
+        Cmd::Create(_) | Cmd::Exec(_) => {
+            non_dumpable.and_then(|()| berth_process::sealed::reexec_sealed())
+        }
+        _ => Ok(()),
     };
     log::init(
         cli.global.log.as_deref(),
         cli.global.log_format,
         cli.global.debug,
     );
+    if let Err(e) = sealed {
+        log::error(&format!(
+            "refusing to enter a container's namespaces unprotected: {e}"
+        ));
+        return ExitCode::FAILURE;
+    }
     let g = &cli.global;
     let result = match cli.cmd {
         Cmd::Create(a) => commands::create(g, a).map(|()| 0),

@@ -32,6 +32,10 @@ pub const VERSION: u32 = 1;
 
 /// Name of the control socket inside the shim dir.
 pub const SOCKET: &str = "shim.sock";
+/// The descriptor on which berthd hands a shim started with
+/// `--sealed-runtime PATH` the sealed copy of that runtime
+/// (berth_process::sealed); the shim runs the runtime from it.
+pub const SEALED_RUNTIME_FD: std::os::fd::RawFd = 3;
 /// Name of the pid file inside the shim dir.
 pub const PID_FILE: &str = "shim.pid";
 /// Suffix of exit records inside the shim dir: `<container-id>.exit`.

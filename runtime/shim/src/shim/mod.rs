@@ -55,15 +55,20 @@ pub struct Args {
     pub pod_id: String,
     pub dir: PathBuf,
     pub log_level: Level,
+    /// `--sealed-runtime PATH`: descriptor [`proto::SEALED_RUNTIME_FD`] is a
+    /// sealed copy of the runtime binary at PATH (berth_process::sealed);
+    /// the shim runs that runtime from it.
+    pub sealed_runtime: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: berth-shim --pod-id ID --dir DIR [--log-level error|warn|info|debug]";
+const USAGE: &str = "usage: berth-shim --pod-id ID --dir DIR [--log-level error|warn|info|debug] [--sealed-runtime PATH]";
 
 impl Args {
     pub fn parse(mut argv: impl Iterator<Item = OsString>) -> Result<Args, String> {
         let mut pod_id = None;
         let mut dir = None;
         let mut log_level = Level::Info;
+        let mut sealed_runtime = None;
         while let Some(a) = argv.next() {
             let a = a.into_string().map_err(|_| USAGE.to_string())?;
             let (name, inline) = match a.split_once('=') {
@@ -92,6 +97,7 @@ impl Args {
                         .and_then(Level::parse)
                         .ok_or_else(|| format!("unknown log level {v:?}; {USAGE}"))?;
                 }
+                "--sealed-runtime" => sealed_runtime = Some(PathBuf::from(value()?)),
                 "-h" | "--help" => return Err(USAGE.to_string()),
                 _ => return Err(format!("unknown argument {name:?}; {USAGE}")),
             }
@@ -104,6 +110,7 @@ impl Args {
             pod_id,
             dir,
             log_level,
+            sealed_runtime,
         })
     }
 }
@@ -183,7 +190,19 @@ pub fn main(argv: impl Iterator<Item = OsString>) -> i32 {
 /// Binds the socket, forks the shim proper and waits for it to be ready.
 /// Returns its pid.
 fn launch(args: Args) -> Result<u32, String> {
-    close_inherited_fds();
+    let keep = args
+        .sealed_runtime
+        .as_ref()
+        .map(|_| proto::SEALED_RUNTIME_FD);
+    close_inherited_fds(keep);
+    if let Some(path) = &args.sealed_runtime {
+        // SAFETY: berthd passed this descriptor for the shim to own; it was
+        // kept open above and is taken exactly once, here.
+        let fd = unsafe { OwnedFd::from_raw_fd(proto::SEALED_RUNTIME_FD) };
+        let sealed = berth_process::sealed::SealedExe::from_fd(fd, path.clone())
+            .map_err(|e| format!("--sealed-runtime {}: {e}", path.display()))?;
+        runtime::use_sealed(sealed);
+    }
     if !args.dir.is_dir() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -272,14 +291,15 @@ fn bind_private(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-/// Closes every descriptor above stderr that the starter leaked to us.
-fn close_inherited_fds() {
+/// Closes every descriptor above stderr that the starter leaked to us, but
+/// `keep`.
+fn close_inherited_fds(keep: Option<RawFd>) {
     let Ok(dir) = fs::read_dir("/proc/self/fd") else {
         return;
     };
     let fds: Vec<RawFd> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > 2)
+        .filter(|&fd| fd > 2 && Some(fd) != keep)
         .collect();
     for fd in fds {
         // The directory's own descriptor is closed by now: skip what is

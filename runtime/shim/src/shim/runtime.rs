@@ -10,6 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::OnceLock;
+
+use berth_process::sealed::SealedExe;
 use berth_shim::proto::Runtime;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -51,16 +54,34 @@ pub fn global_args(rt: &Runtime, log: &Path) -> Vec<OsString> {
     a
 }
 
+/// The sealed copy of the runtime berthd handed this shim, if any.
+static SEALED: OnceLock<SealedExe> = OnceLock::new();
+
+/// Runs the runtime at `sealed.source()` from `sealed` from now on.
+pub fn use_sealed(sealed: SealedExe) {
+    let _ = SEALED.set(sealed);
+}
+
 pub fn command(rt: &Runtime, log: &Path) -> Command {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(&rt.path);
+    // berth-runtime runs code inside the container's namespaces: it runs
+    // from berthd's sealed copy, never from the host file
+    // (berth_process::sealed). argv[0] still names the file.
+    let mut cmd = match SEALED.get().filter(|s| s.source() == rt.path) {
+        Some(sealed) => {
+            let mut c = Command::new(sealed.exec_path());
+            c.arg0(&rt.path);
+            c
+        }
+        None => Command::new(&rt.path),
+    };
     cmd.args(global_args(rt, log));
     // The shim's blocked and ignored signals would reach the container
-    // through the runtime (berth_shim::child).
+    // through the runtime (berth_process::signals).
     // SAFETY: reset_signals is async-signal-safe; nothing else runs
     // between fork and exec.
     unsafe {
-        cmd.pre_exec(|| berth_shim::child::reset_signals().map_err(std::io::Error::from));
+        cmd.pre_exec(|| berth_process::signals::reset_signals().map_err(std::io::Error::from));
     }
     cmd
 }
