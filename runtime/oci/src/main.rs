@@ -83,6 +83,10 @@ fn main() -> ExitCode {
     // the container's namespaces, where its /proc entries must not lead a
     // container to the host's file (berth_process::sealed). Forked
     // children inherit this; the execve of the container's program ends it.
+    // libcontainer's paths (terminals, user namespaces, ...) fork from this
+    // process too, so they run from the same sealed copy; its intermediate
+    // process turns dumpable only while a new user namespace's id maps are
+    // written, in berthd's PID namespace, where no container sees it.
     let non_dumpable = berth_process::sealed::make_non_dumpable();
     // What the container's init or an exec'd process inherits: Rust
     // ignored SIGPIPE before main (berth_process::signals).
