@@ -23,7 +23,7 @@ pub struct Config {
     pub pod: berth_pod::Config,
     pub image: berth_image::Config,
     pub cni: berth_cni::Config,
-    pub runtime: berth_runtime::Config,
+    pub runtime: berth_containers::Config,
 }
 
 /// Log line format.
@@ -168,13 +168,13 @@ impl Config {
                 ),
             ));
         }
-        if d.state_dir.as_os_str().len() > berth_runtime::shim::MAX_STATE_DIR {
+        if d.state_dir.as_os_str().len() > berth_containers::shim::MAX_STATE_DIR {
             return Err((
                 "daemon.state_dir".into(),
                 format!(
                     "{:?} is longer than {} bytes: the shim sockets under it would not fit a unix socket address",
                     d.state_dir,
-                    berth_runtime::shim::MAX_STATE_DIR
+                    berth_containers::shim::MAX_STATE_DIR
                 ),
             ));
         }

@@ -46,7 +46,7 @@ pub enum StartupError {
     #[error("recovering pod sandboxes: {0}")]
     Recover(#[source] berth_pod::PodError),
     #[error("containers: {0}")]
-    Containers(#[source] berth_runtime::RuntimeError),
+    Containers(#[source] berth_containers::RuntimeError),
     #[error(transparent)]
     Socket(#[from] SocketError),
     /// The sealed copy of a binary that runs in pods' namespaces
@@ -118,10 +118,10 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         .map_err(StartupError::Cgroups)?;
     let cgroups =
         berth_pod::cgroup::Cgroups::new(std::path::Path::new("/sys/fs/cgroup"), hierarchy);
-    let containers = berth_runtime::Containers::new(
+    let containers = berth_containers::Containers::new(
         config.runtime.clone(),
         store.clone(),
-        berth_runtime::Paths {
+        berth_containers::Paths {
             containers: d.root_dir.join("containers"),
             state: d.state_dir.clone(),
         },

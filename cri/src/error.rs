@@ -59,8 +59,8 @@ pub fn pod(e: berth_pod::PodError) -> Status {
 }
 
 /// Container errors.
-pub fn container(e: berth_runtime::RuntimeError) -> Status {
-    use berth_runtime::RuntimeError as E;
+pub fn container(e: berth_containers::RuntimeError) -> Status {
+    use berth_containers::RuntimeError as E;
     let msg = e.to_string();
     match e {
         E::InvalidArgument(_) => Status::invalid_argument(msg),

@@ -698,7 +698,7 @@ async fn an_interrupted_removal_is_finished_at_the_next_start() {
     if !root_or_skip("an_interrupted_removal_is_finished_at_the_next_start") {
         return;
     }
-    use berth_runtime::record::{CONTAINER_NAMES, CONTAINER_REMOVALS, CONTAINERS};
+    use berth_containers::record::{CONTAINER_NAMES, CONTAINER_REMOVALS, CONTAINERS};
     let mut s = setup("ctrrmcrash", "berth", fixture::busybox()).await;
     let id = s.run("victim", &["sleep", "1000"]).await;
     s.stop(&id, 0).await;
@@ -730,7 +730,7 @@ async fn a_container_created_under_a_lost_record_is_deleted_at_the_next_start() 
     if !root_or_skip("a_container_created_under_a_lost_record_is_deleted_at_the_next_start") {
         return;
     }
-    use berth_runtime::record::{CONTAINER_NAMES, CONTAINERS};
+    use berth_containers::record::{CONTAINER_NAMES, CONTAINERS};
     let mut s = setup("ctrlost", "berth", fixture::busybox()).await;
     let id = s.run("ghost", &["sleep", "1000"]).await;
     let pid = s.init_pid(&id).await;

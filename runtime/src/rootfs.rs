@@ -1,126 +1,736 @@
-//! A container's root filesystem: an overlay of its image's snapshot chain
-//! (read-only lower dirs) with its own upper and work dirs, all under
-//! `<root>/containers/<id>/`.
+//! The container's filesystem, set up by the direct create's init
+//! (direct_create.rs) in its new mount namespace: what libcontainer's
+//! `RootFS` does, with each destination resolved once under an fd of the
+//! rootfs by openat2(RESOLVE_IN_ROOT) instead of pathrs' checks of every
+//! path component and /proc open (~1800 syscalls per create there).
+//!
+//! Before pivot_root ([`prepare`]): the root's propagation, the rootfs
+//! bound onto itself, the spec's mounts (new mount API: open_tree or
+//! fsopen, mount_setattr, move_mount onto the resolved fd), the cgroup
+//! filesystem, /dev's symlinks and device nodes. Then [`pivot`]. After it
+//! ([`finish`]): the root's final propagation, stdio on the host's
+//! /dev/null reopened, sysctls, a read-only root, read-only and masked
+//! paths. Once pivoted, paths are the container's and cannot lead out of
+//! its root, so the last steps use plain paths as libcontainer does.
+//!
+//! Differences from libcontainer 0.7, each what runc does:
+//! - a mount's propagation option (rprivate, rslave, rshared, ...) is
+//!   applied to it (libcontainer parses and drops it) and the root
+//!   propagations `rshared`, `rslave`, `rprivate` are accepted;
+//! - an `ro` cgroup mount is read-only, its v1 hierarchies included
+//!   (libcontainer binds them writable, so a container's root could raise
+//!   its own limits).
 
 use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use anyhow::{Context, Result, bail};
+use libcontainer::oci_spec::runtime::{Linux, LinuxDevice, Mount, Spec};
+use libcontainer::rootfs::Device;
+use libcontainer::rootfs::utils::{MountOptionConfig, default_devices, is_bind, parse_mount};
+use libcontainer::syscall::Syscall;
+use libcontainer::syscall::linux::{
+    AT_EMPTY_PATH, AT_RECURSIVE, FSCONFIG_CMD_CREATE, FSCONFIG_SET_FLAG, FSCONFIG_SET_STRING,
+    MOUNT_ATTR__ATIME, MOUNT_ATTR_NOATIME, MOUNT_ATTR_NODEV, MOUNT_ATTR_NODIRATIME,
+    MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MOUNT_ATTR_RELATIME,
+    MOUNT_ATTR_STRICTATIME, MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, MountAttr,
+};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+use nix::mount::MsFlags as NixMsFlags;
+use nix::sys::stat::Mode;
+use nix_lc::mount::MsFlags;
 
-/// The directories of one container.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    pub dir: PathBuf,
+/// The rootfs, opened once; every destination is resolved under it.
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
 }
 
-impl Layout {
-    pub fn new(containers_root: &Path, id: &str) -> Layout {
-        Layout {
-            dir: containers_root.join(id),
+impl Root {
+    fn open(path: &Path) -> Result<Root> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("open the rootfs {}", path.display()))?;
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An O_PATH fd of `p` (a path in the container), symlinks followed
+    /// as if the rootfs were `/`: nothing resolves outside it.
+    fn resolve(&self, p: &Path) -> nix::Result<OwnedFd> {
+        let rel = relative(p);
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let target: &Path = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &rel
+        };
+        nix::fcntl::openat2(self.fd.as_fd(), target, how)
+    }
+
+    /// The directory `p`, created (with its missing parents, mode 0755)
+    /// where it does not exist. A directory made here is opened from its
+    /// parent's fd without following links; one found (or made meanwhile
+    /// by someone else) is resolved under the root like any path.
+    fn mkdir_all(&self, p: &Path) -> Result<OwnedFd> {
+        match self.resolve(p) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("resolve {}", p.display())),
+        }
+        let rel = relative(p);
+        let Some(name) = rel.file_name() else {
+            bail!("the root {} is missing", self.path.display());
+        };
+        let parent = self.mkdir_all(rel.parent().unwrap_or(Path::new("")))?;
+        match nix::sys::stat::mkdirat(&parent, name, Mode::from_bits_truncate(0o755)) {
+            Ok(()) => nix::fcntl::openat(
+                &parent,
+                name,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("open {}", p.display())),
+            Err(Errno::EEXIST) => self
+                .resolve(p)
+                .with_context(|| format!("resolve {}", p.display())),
+            Err(e) => Err(e).with_context(|| format!("mkdir {}", p.display())),
         }
     }
-    pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
-    }
-    pub fn upper(&self) -> PathBuf {
-        self.dir.join("upper")
-    }
-    pub fn work(&self) -> PathBuf {
-        self.dir.join("work")
-    }
-    /// The OCI bundle: config.json, and the runtime's log and pid file.
-    pub fn bundle(&self) -> PathBuf {
-        self.dir.join("bundle")
+
+    /// The file `p`, created empty (mode 0644) where nothing is there.
+    fn touch(&self, p: &Path) -> Result<OwnedFd> {
+        let name = p
+            .file_name()
+            .with_context(|| format!("{}: no file name", p.display()))?;
+        let parent = self.mkdir_all(p.parent().unwrap_or(Path::new("/")))?;
+        match nix::fcntl::openat(
+            parent.as_fd(),
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_WRONLY,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(_) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).with_context(|| format!("create {}", p.display())),
+        }
+        self.resolve(p)
+            .with_context(|| format!("resolve {}", p.display()))
     }
 }
 
-/// The overlay mount data for `lowers` (topmost first). The kernel takes at
-/// most a page of options: long chains of long paths are refused here with
-/// a clear error rather than by mount(2) with EINVAL.
-pub fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Result<String> {
-    if lowers.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "image has no layers",
-        ));
-    }
-    let mut lower = String::new();
-    for (i, l) in lowers.iter().enumerate() {
-        let s = l.to_str().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "non-UTF-8 snapshot path")
-        })?;
-        if s.contains([',', ':']) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("snapshot path {s:?} contains ',' or ':'"),
-            ));
+/// `p` without its leading `/`, `.` and `..` components resolved
+/// lexically (never above the root).
+fn relative(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
         }
-        if i > 0 {
-            lower.push(':');
-        }
-        lower.push_str(s);
     }
-    let data = format!(
-        "lowerdir={lower},upperdir={},workdir={},index=off",
-        upper.display(),
-        work.display()
-    );
-    if data.len() >= 4096 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "overlay options for {} layers exceed a page ({} bytes)",
-                lowers.len(),
-                data.len()
-            ),
-        ));
-    }
-    Ok(data)
+    out
 }
 
-/// Creates the container's dirs and mounts its rootfs.
-pub fn mount_rootfs(layout: &Layout, lowers: &[PathBuf]) -> io::Result<()> {
-    for d in [
-        layout.upper(),
-        layout.work(),
-        layout.rootfs(),
-        layout.bundle(),
-    ] {
-        fs::create_dir_all(&d)?;
-    }
-    let data = overlay_options(lowers, &layout.upper(), &layout.work())?;
-    mount(
-        Some("overlay"),
-        &layout.rootfs(),
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
+/// Everything before pivot_root.
+/// `joined` returns once this process is in the container's cgroups; it
+/// is called before the cgroup filesystem is mounted and before device
+/// nodes are made.
+pub fn prepare(
+    sys: &dyn Syscall,
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup_ns: bool,
+    joined: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    let linux = spec
+        .linux()
+        .as_ref()
+        .context("the spec has no linux section")?;
+    let root_flags = match linux.rootfs_propagation().as_deref() {
+        Some("shared" | "rshared") => MsFlags::MS_SHARED,
+        Some("private" | "rprivate") => MsFlags::MS_PRIVATE,
+        Some("slave" | "rslave" | "unbindable" | "runbindable") | None => MsFlags::MS_SLAVE,
+        Some(other) => bail!("unknown rootfsPropagation {other:?}"),
+    };
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        root_flags | MsFlags::MS_REC,
+        None,
     )
-    .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("mounting overlay: {e}")))
+    .context("set the propagation of /")?;
+    // The host's mounts, read once: the rootfs's parent and the cgroup
+    // hierarchies (the rootfs's own bind below is neither).
+    let mountinfo = berth_mountinfo::read_own();
+    make_parent_mount_private(sys, rootfs, &mountinfo)?;
+    sys.mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .with_context(|| format!("bind the rootfs {} onto itself", rootfs.display()))?;
+    let root = Root::open(rootfs)?;
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        if m.typ().as_deref() == Some("cgroup") {
+            joined()?;
+        }
+        setup_mount(sys, &root, m, cgroup_ns, &mountinfo)
+            .with_context(|| format!("mount {}", m.destination().display()))?;
+    }
+    let dev = root.mkdir_all(Path::new("/dev"))?;
+    if Path::new("/proc/kcore").exists() {
+        symlink(&dev, "/proc/kcore", "kcore")?;
+    }
+    for (target, name) in [
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ] {
+        symlink(&dev, target, name)?;
+    }
+    let listed: &[LinuxDevice] = linux.devices().as_deref().unwrap_or_default();
+    let defaults: Vec<LinuxDevice> = default_devices()
+        .into_iter()
+        .filter(|d| !listed.iter().any(|l| l.path() == d.path()))
+        .collect();
+    joined()?;
+    Device::new()
+        .create_devices(&root.path, listed.iter().chain(&defaults), false)
+        .context("create device nodes")?;
+    match nix::unistd::unlinkat(&dev, "ptmx", nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(e).context("remove /dev/ptmx"),
+    }
+    symlink(&dev, "pts/ptmx", "ptmx")
 }
 
-/// Unmounts the rootfs; one that is not mounted (or gone) is fine.
-pub fn unmount(layout: &Layout) -> io::Result<()> {
-    let rootfs = layout.rootfs();
-    match umount2(&rootfs, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(e) => Err(io::Error::new(
-            io::Error::from(e).kind(),
-            format!("unmounting {}: {e}", rootfs.display()),
-        )),
-    }
+fn symlink(dir: &OwnedFd, target: &str, name: &str) -> Result<()> {
+    nix::unistd::symlinkat(target, dir, name).with_context(|| format!("symlink /dev/{name}"))
 }
 
-/// Unmounts the rootfs (if mounted) and deletes everything of the
-/// container. Safe to call on a partially created container.
-pub fn remove(layout: &Layout) -> io::Result<()> {
-    unmount(layout)?;
-    match fs::remove_dir_all(&layout.dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+/// pivot_root needs the rootfs's parent mount not shared; a shared one
+/// would also propagate the container's mounts to the host.
+fn make_parent_mount_private(sys: &dyn Syscall, rootfs: &Path, mountinfo: &str) -> Result<()> {
+    let parent = berth_mountinfo::parse(mountinfo)
+        .filter(|e| rootfs.starts_with(&e.mount_point))
+        .max_by_key(|e| e.mount_point.len())
+        .with_context(|| format!("no mount holds {}", rootfs.display()))?;
+    if parent.optional.iter().any(|o| o.starts_with("shared:")) {
+        sys.mount(
+            None,
+            Path::new(&parent.mount_point),
+            None,
+            MsFlags::MS_PRIVATE,
+            None,
+        )
+        .with_context(|| format!("make {} private", parent.mount_point))?;
     }
+    Ok(())
+}
+
+fn setup_mount(
+    sys: &dyn Syscall,
+    root: &Root,
+    m: &Mount,
+    cgroup_ns: bool,
+    mountinfo: &str,
+) -> Result<()> {
+    let mut cfg = parse_mount(m).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match m.typ().as_deref() {
+        Some("cgroup") => return mount_cgroup(sys, root, m, &cfg, cgroup_ns, mountinfo),
+        Some(t @ ("proc" | "sysfs")) => {
+            // Over an ordinary directory only (GHSA-fh74-hm69-rqjw).
+            let clean = Path::new("/").join(relative(m.destination()));
+            if clean != Path::new(if t == "proc" { "/proc" } else { "/sys" }) {
+                bail!(
+                    "{t} may only be mounted on /{t}",
+                    t = if t == "proc" { "proc" } else { "sys" }
+                );
+            }
+            if let Ok(fd) = root.resolve(&clean) {
+                let st = nix::sys::stat::fstat(&fd).context("stat the destination")?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    bail!("{t} must be mounted on an ordinary directory");
+                }
+            }
+        }
+        _ if m.destination() == Path::new("/dev") => cfg.flags.remove(MsFlags::MS_RDONLY),
+        _ => {}
+    }
+    mount_into(sys, root, m, &cfg)
+}
+
+/// mount_setattr's attributes for the mount flags (atime modes need
+/// MOUNT_ATTR__ATIME cleared too).
+fn attr_of(flags: MsFlags) -> MountAttr {
+    let map = [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+    ];
+    let mut attr = MountAttr {
+        attr_set: 0,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    for (f, a) in map {
+        if flags.contains(f) {
+            attr.attr_set |= a;
+        }
+    }
+    let atime = if flags.contains(MsFlags::MS_STRICTATIME) {
+        Some(MOUNT_ATTR_STRICTATIME)
+    } else if flags.contains(MsFlags::MS_NOATIME) {
+        Some(MOUNT_ATTR_NOATIME)
+    } else if flags.contains(MsFlags::MS_RELATIME) {
+        Some(MOUNT_ATTR_RELATIME)
+    } else {
+        None
+    };
+    if let Some(a) = atime {
+        attr.attr_clr |= MOUNT_ATTR__ATIME;
+        attr.attr_set |= a;
+    }
+    attr
+}
+
+fn setattr(sys: &dyn Syscall, fd: BorrowedFd, flags: u32, attr: &MountAttr) -> Result<()> {
+    sys.mount_setattr(
+        fd,
+        Path::new(""),
+        flags | AT_EMPTY_PATH,
+        attr,
+        std::mem::size_of::<MountAttr>(),
+    )
+    .context("mount_setattr")
+}
+
+/// One mount of the spec (or one the cgroup setup makes) onto its
+/// destination in the rootfs.
+fn mount_into(sys: &dyn Syscall, root: &Root, m: &Mount, cfg: &MountOptionConfig) -> Result<()> {
+    let dest = m.destination();
+    let source = m.source().as_ref().context("the mount has no source")?;
+    let bind = is_bind(m);
+    let tree = if bind {
+        let mut flags =
+            libc::OPEN_TREE_CLOEXEC | libc::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as u32;
+        if m.options()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o == "rbind")
+        {
+            flags |= libc::AT_RECURSIVE as u32;
+        }
+        // open_tree follows the source's links itself.
+        let path = source.to_str().context("a source that is not UTF-8")?;
+        sys.open_tree(libc::AT_FDCWD, Some(path), flags)
+            .with_context(|| format!("source {path}"))?
+    } else {
+        let fs = sys
+            .fsopen(m.typ().as_deref(), 0)
+            .with_context(|| format!("fsopen {:?}", m.typ()))?;
+        let src = source.to_str().context("a source that is not UTF-8")?;
+        sys.fsconfig(
+            fs.as_fd(),
+            FSCONFIG_SET_STRING as u32,
+            Some("source"),
+            Some(src),
+            0,
+        )
+        .context("fsconfig source")?;
+        for opt in cfg.data.iter().filter(|o| !o.is_empty()) {
+            match opt.split_once('=') {
+                Some((k, v)) => {
+                    sys.fsconfig(fs.as_fd(), FSCONFIG_SET_STRING as u32, Some(k), Some(v), 0)
+                }
+                None => sys.fsconfig(fs.as_fd(), FSCONFIG_SET_FLAG as u32, Some(opt), None, 0),
+            }
+            .with_context(|| format!("option {opt}"))?;
+        }
+        sys.fsconfig(fs.as_fd(), FSCONFIG_CMD_CREATE as u32, None, None, 0)
+            .context("create the filesystem")?;
+        sys.fsmount(fs.as_fd(), 0, None).context("fsmount")?
+    };
+    setattr(sys, tree.as_fd(), 0, &attr_of(cfg.flags))?;
+    if let Some(rec) = &cfg.rec_attr {
+        setattr(sys, tree.as_fd(), AT_RECURSIVE, rec)?;
+    }
+    let file = bind && {
+        let st = nix::sys::stat::fstat(&tree).context("stat the source")?;
+        st.st_mode & libc::S_IFMT != libc::S_IFDIR
+    };
+    let target = if file {
+        root.touch(dest)?
+    } else {
+        root.mkdir_all(dest)?
+    };
+    sys.move_mount(
+        tree.as_fd(),
+        None,
+        target.as_fd(),
+        None,
+        MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .context("move_mount")?;
+    if let Some((propagation, recursive)) = propagation_of(m) {
+        // The destination now resolves to the new mount's root.
+        let mounted = root.resolve(dest).context("resolve the new mount")?;
+        let attr = MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: propagation.bits(),
+            userns_fd: 0,
+        };
+        let rec = if recursive { AT_RECURSIVE } else { 0 };
+        setattr(sys, mounted.as_fd(), rec, &attr).context("set the mount's propagation")?;
+    }
+    Ok(())
+}
+
+/// The propagation a mount's options ask for (the last one given) and
+/// whether recursively. libcontainer's option parser clears these flags
+/// instead of setting them, so they are read here.
+fn propagation_of(m: &Mount) -> Option<(MsFlags, bool)> {
+    m.options()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|o| {
+            let (recursive, kind) = match o.strip_prefix('r') {
+                Some(k @ ("private" | "slave" | "shared" | "unbindable")) => (true, k),
+                _ => (false, o.as_str()),
+            };
+            let flag = match kind {
+                "private" => MsFlags::MS_PRIVATE,
+                "slave" => MsFlags::MS_SLAVE,
+                "shared" => MsFlags::MS_SHARED,
+                "unbindable" => MsFlags::MS_UNBINDABLE,
+                _ => return None,
+            };
+            Some((flag, recursive))
+        })
+        .next_back()
+}
+
+fn mount_spec(dest: PathBuf, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
+    use libcontainer::oci_spec::runtime::MountBuilder;
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()
+        .context("build a mount")
+}
+
+/// The cgroup filesystem: on cgroup v1 a tmpfs with the container's own
+/// directory of each hierarchy bound into it (libcontainer's and runc's
+/// emulation), on v2 a cgroup2 mount in a cgroup namespace, else the
+/// container's directory bound.
+fn mount_cgroup(
+    sys: &dyn Syscall,
+    root: &Root,
+    m: &Mount,
+    cfg: &MountOptionConfig,
+    cgroup_ns: bool,
+    mountinfo: &str,
+) -> Result<()> {
+    let ro = cfg.flags.contains(MsFlags::MS_RDONLY);
+    let dest = m.destination().clone();
+    let hierarchies: Vec<(String, PathBuf)> = berth_mountinfo::parse(mountinfo)
+        .filter(|e| e.fstype == "cgroup" && Path::new(&e.mount_point).starts_with("/sys/fs/cgroup"))
+        .filter_map(|e| {
+            let mp = PathBuf::from(&e.mount_point);
+            Some((mp.file_name()?.to_str()?.to_string(), mp))
+        })
+        .collect();
+    if hierarchies.is_empty() {
+        return mount_cgroup2(sys, root, m, cfg, cgroup_ns);
+    }
+    let tmpfs = mount_spec(
+        dest.clone(),
+        "tmpfs",
+        "tmpfs",
+        &["noexec", "nosuid", "nodev", "mode=755"],
+    )?;
+    let tcfg = parse_mount(&tmpfs).map_err(|e| anyhow::anyhow!("{e}"))?;
+    mount_into(sys, root, &tmpfs, &tcfg)?;
+    let own = own_cgroups()?;
+    for (name, host_mount) in &hierarchies {
+        let sub = dest.join(name);
+        if cgroup_ns {
+            // One fsconfig key per controller of a co-mounted hierarchy.
+            let data: Vec<String> = if name == "systemd" {
+                vec!["name=systemd".to_string()]
+            } else {
+                name.split(',').map(str::to_string).collect()
+            };
+            let mut opts = vec!["noexec", "nosuid", "nodev"];
+            if ro {
+                opts.push("ro");
+            }
+            let mut sm = mount_spec(sub, "cgroup", "cgroup", &opts)?;
+            let mut scfg = parse_mount(&sm).map_err(|e| anyhow::anyhow!("{e}"))?;
+            scfg.data = data;
+            sm.set_options(None);
+            mount_into(sys, root, &sm, &scfg)?;
+        } else {
+            let key = if name == "systemd" {
+                "name=systemd"
+            } else {
+                name.as_str()
+            };
+            let Some(path) = own.get(key) else {
+                continue;
+            };
+            let source = host_mount.join(relative(Path::new(path)));
+            let mut opts = vec!["rbind"];
+            if ro {
+                opts.push("ro");
+            }
+            let bm = mount_spec(
+                sub,
+                "bind",
+                source.to_str().context("cgroup path not UTF-8")?,
+                &opts,
+            )?;
+            let bcfg = parse_mount(&bm).map_err(|e| anyhow::anyhow!("{e}"))?;
+            mount_into(sys, root, &bm, &bcfg)?;
+        }
+        // Co-mounted controllers (cpu,cpuacct) also answer to each name.
+        if name.contains(',') {
+            let dir = root.resolve(&dest).context("resolve the cgroup tmpfs")?;
+            for part in name.split(',') {
+                match nix::unistd::symlinkat(name.as_str(), &dir, part) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e).with_context(|| format!("symlink {part}")),
+                }
+            }
+        }
+    }
+    if ro {
+        let mounted = root.resolve(&dest).context("resolve the cgroup tmpfs")?;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        setattr(sys, mounted.as_fd(), 0, &attr).context("make the cgroup tmpfs read-only")?;
+    }
+    Ok(())
+}
+
+fn mount_cgroup2(
+    sys: &dyn Syscall,
+    root: &Root,
+    m: &Mount,
+    cfg: &MountOptionConfig,
+    cgroup_ns: bool,
+) -> Result<()> {
+    let dest = m.destination().clone();
+    let mut c = cfg.clone();
+    c.data.clear();
+    if cgroup_ns {
+        let cm = mount_spec(dest, "cgroup2", "cgroup", &[])?;
+        return mount_into(sys, root, &cm, &c);
+    }
+    let own = own_cgroups()?;
+    let path = own
+        .get("")
+        .context("no unified cgroup in /proc/self/cgroup")?;
+    let source = Path::new("/sys/fs/cgroup").join(relative(Path::new(path)));
+    let bm = mount_spec(
+        dest,
+        "bind",
+        source.to_str().context("cgroup path not UTF-8")?,
+        &["rbind"],
+    )?;
+    c.flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
+    mount_into(sys, root, &bm, &c)
+}
+
+/// This process's cgroup per hierarchy (key: its controllers joined by
+/// `,`, `name=systemd`, or empty for v2), relative to the cgroups of the
+/// host's pid 1 (as libcontainer: berth-runtime may itself run in a
+/// container whose cgroup root is not the host's).
+fn own_cgroups() -> Result<std::collections::HashMap<String, String>> {
+    let parse = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let _id = f.next()?;
+                Some((f.next()?.to_string(), f.next()?.to_string()))
+            })
+            .collect()
+    };
+    let own = parse(&fs::read_to_string("/proc/self/cgroup").context("read /proc/self/cgroup")?);
+    let init = parse(&fs::read_to_string("/proc/1/cgroup").unwrap_or_default());
+    Ok(own
+        .into_iter()
+        .map(|(k, path)| {
+            let base = init
+                .iter()
+                .find(|(ik, _)| *ik == k)
+                .map(|(_, p)| p.as_str())
+                .unwrap_or("");
+            let rel = Path::new(&path)
+                .strip_prefix(base)
+                .map(|r| format!("/{}", r.display()))
+                .unwrap_or(path.clone());
+            (k, rel)
+        })
+        .collect())
+}
+
+/// pivot_root into the rootfs (libcontainer's: the old root stacked
+/// under the new one at `.` and detached).
+pub fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
+    sys.pivot_rootfs(rootfs).context("pivot_root")
+}
+
+/// Everything after pivot_root, in libcontainer's order.
+pub fn finish(sys: &dyn Syscall, linux: &Linux, readonly_root: bool) -> Result<()> {
+    let propagation = match linux.rootfs_propagation().as_deref() {
+        Some("shared" | "rshared") => Some(MsFlags::MS_SHARED),
+        Some("unbindable" | "runbindable") => Some(MsFlags::MS_UNBINDABLE),
+        _ => None,
+    };
+    if let Some(flags) = propagation {
+        sys.mount(None, Path::new("/"), None, flags, None)
+            .context("set the propagation of the root")?;
+    }
+    reopen_dev_null()?;
+    for (key, value) in linux.sysctl().as_ref().into_iter().flatten() {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, value).with_context(|| format!("sysctl {key}"))?;
+    }
+    if readonly_root {
+        let flags = nix::sys::statfs::statfs("/").context("statfs /")?.flags();
+        let keep = NixMsFlags::from_bits_truncate(flags.bits());
+        sys.mount(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_RDONLY
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::from_bits_truncate(keep.bits()),
+            None,
+        )
+        .context("remount / read-only")?;
+    }
+    for p in linux.readonly_paths().as_deref().unwrap_or_default() {
+        let path = Path::new(p);
+        match sys.mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        ) {
+            Ok(()) => {}
+            Err(libcontainer::syscall::SyscallError::Nix(nix_lc::errno::Errno::ENOENT)) => continue,
+            Err(e) => return Err(e).with_context(|| format!("read-only path {p}")),
+        }
+        sys.mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC
+                | MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY,
+            None,
+        )
+        .with_context(|| format!("read-only path {p}"))?;
+    }
+    let masked = linux.masked_paths().as_deref().unwrap_or_default();
+    if !masked.is_empty() {
+        let null = fs::File::open("/dev/null").context("open /dev/null")?;
+        check_dev_null(&null)?;
+        for p in masked {
+            let path = Path::new(p);
+            let Ok(md) = fs::metadata(path) else {
+                continue;
+            };
+            if md.is_dir() {
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    path,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY,
+                    None,
+                )
+            } else {
+                let from = PathBuf::from(format!("/proc/self/fd/{}", null.as_raw_fd()));
+                sys.mount(Some(&from), path, None, MsFlags::MS_BIND, None)
+            }
+            .with_context(|| format!("mask {p}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// /dev/null must be the null device, not something the image put there.
+fn check_dev_null(f: &fs::File) -> Result<()> {
+    let st = nix::sys::stat::fstat(f).context("stat /dev/null")?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
+        bail!("/dev/null in the container is not the null device");
+    }
+    Ok(())
+}
+
+/// Standard fds on the host's /dev/null move to the container's.
+fn reopen_dev_null() -> Result<()> {
+    let mut null: Option<fs::File> = None;
+    for fd in 0..3 {
+        // SAFETY: 0..3 stay open for the whole process.
+        let stdio = unsafe { BorrowedFd::borrow_raw(fd) };
+        let Ok(st) = nix::sys::stat::fstat(stdio) else {
+            continue;
+        };
+        if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3) {
+            if null.is_none() {
+                let f = fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                    .context("open /dev/null")?;
+                check_dev_null(&f)?;
+                null = Some(f);
+            }
+            if let Some(f) = &null {
+                // SAFETY: both fds are open; fd is replaced atomically.
+                if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
+                    return Err(std::io::Error::last_os_error()).context("reopen /dev/null");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -128,28 +738,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overlay_options_list_lowers_topmost_first() {
-        let o = overlay_options(
-            &[PathBuf::from("/s/b"), PathBuf::from("/s/a")],
-            Path::new("/c/upper"),
-            Path::new("/c/work"),
-        )
-        .unwrap();
+    fn relative_paths_never_climb_above_the_root() {
+        assert_eq!(relative(Path::new("/a/b")), PathBuf::from("a/b"));
+        assert_eq!(relative(Path::new("/../../etc")), PathBuf::from("etc"));
+        assert_eq!(relative(Path::new("/a/./b/../c")), PathBuf::from("a/c"));
+        assert_eq!(relative(Path::new("/")), PathBuf::new());
+    }
+
+    #[test]
+    fn propagation_options_are_read() {
+        use libcontainer::oci_spec::runtime::MountBuilder;
+        let m = |opts: &[&str]| {
+            MountBuilder::default()
+                .destination("/x")
+                .options(opts.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                .build()
+                .unwrap()
+        };
         assert_eq!(
-            o,
-            "lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work,index=off"
+            propagation_of(&m(&["rbind", "rprivate"])),
+            Some((MsFlags::MS_PRIVATE, true))
+        );
+        assert_eq!(
+            propagation_of(&m(&["rslave", "ro"])),
+            Some((MsFlags::MS_SLAVE, true))
+        );
+        assert_eq!(
+            propagation_of(&m(&["shared"])),
+            Some((MsFlags::MS_SHARED, false))
+        );
+        assert_eq!(
+            propagation_of(&m(&["private", "rshared"])),
+            Some((MsFlags::MS_SHARED, true))
+        );
+        assert_eq!(propagation_of(&m(&["rbind", "rw"])), None);
+        // libcontainer's parser drops them: why they are read here.
+        assert!(
+            !parse_mount(&m(&["rslave"]))
+                .unwrap()
+                .flags
+                .contains(MsFlags::MS_SLAVE)
         );
     }
 
     #[test]
-    fn unusable_chains_are_refused() {
-        let u = Path::new("/u");
-        assert!(overlay_options(&[], u, u).is_err());
-        assert!(overlay_options(&[PathBuf::from("/a:b")], u, u).is_err());
-        let long: Vec<PathBuf> = (0..100)
-            .map(|i| PathBuf::from(format!("/var/lib/berth/snapshots/{i:064}/fs")))
-            .collect();
-        let e = overlay_options(&long, u, u).unwrap_err();
-        assert!(e.to_string().contains("exceed a page"), "{e}");
+    fn atime_modes_clear_the_atime_field() {
+        let a = attr_of(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
+        assert_eq!(a.attr_set, MOUNT_ATTR_NOSUID | MOUNT_ATTR_STRICTATIME);
+        assert_eq!(a.attr_clr, MOUNT_ATTR__ATIME);
+        let b = attr_of(MsFlags::MS_RDONLY | MsFlags::MS_NODEV);
+        assert_eq!(b.attr_set, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV);
+        assert_eq!(b.attr_clr, 0);
+    }
+
+    #[test]
+    fn destinations_resolve_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir_all(rootfs.join("etc")).unwrap();
+        // An image's symlink pointing out of the root.
+        std::os::unix::fs::symlink("/../../..", rootfs.join("escape")).unwrap();
+        std::os::unix::fs::symlink("/etc", rootfs.join("etclink")).unwrap();
+        let root = Root::open(&rootfs).unwrap();
+        root.mkdir_all(Path::new("/escape/x/y")).unwrap();
+        assert!(rootfs.join("x/y").is_dir(), "created inside the root");
+        root.touch(Path::new("/etclink/hosts")).unwrap();
+        assert!(rootfs.join("etc/hosts").is_file());
+        assert!(!dir.path().join("x").exists());
     }
 }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use berth_runtime::{ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, State};
+use berth_containers::{
+    ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, State,
+};
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
@@ -20,7 +22,7 @@ fn invalid(msg: impl Into<String>) -> Status {
 fn lease_holder(pod_id: &str, meta: &cri::ContainerMetadata) -> String {
     format!(
         "container:{}",
-        berth_runtime::record::reservation_key(&meta.name, meta.attempt, pod_id)
+        berth_containers::record::reservation_key(&meta.name, meta.attempt, pod_id)
     )
 }
 
@@ -83,7 +85,7 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
     match created {
         Ok(id) => Ok(id),
         // The lease belongs to the container that holds the name.
-        Err(e @ berth_runtime::RuntimeError::AlreadyExists { .. }) => Err(error::container(e)),
+        Err(e @ berth_containers::RuntimeError::AlreadyExists { .. }) => Err(error::container(e)),
         Err(e) => {
             if let Err(le) = shared.images.release(&holder) {
                 tracing::warn!(error = %le, "releasing image lease");

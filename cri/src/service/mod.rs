@@ -33,7 +33,7 @@ pub struct Shared {
     pub store: Store,
     pub images: berth_image::Images,
     pub pods: berth_pod::Pods<crate::network::CniNetwork>,
-    pub containers: berth_runtime::Containers,
+    pub containers: berth_containers::Containers,
     pub started_at: SystemTime,
 }
 

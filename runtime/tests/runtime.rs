@@ -28,9 +28,9 @@ fn have_root() -> bool {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("berth-oci runtime tests need root (CI=true)");
+        panic!("berth-runtime tests need root (CI=true)");
     }
-    eprintln!("SKIP: berth-oci runtime tests need root");
+    eprintln!("SKIP: berth-runtime tests need root");
     false
 }
 
@@ -102,7 +102,7 @@ impl Env {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let dir = tempfile::Builder::new()
-            .prefix("berth-oci-test-")
+            .prefix("berth-runtime-test-")
             .tempdir()
             .unwrap();
         let rootfs = dir.path().join("bundle/rootfs");
@@ -121,8 +121,8 @@ impl Env {
         };
         Env {
             dir,
-            id: format!("berth-oci-test-{tag}-{pid}-{n}"),
-            cgroup: format!("/berth-oci-test-{pid}-{n}"),
+            id: format!("berth-runtime-test-{tag}-{pid}-{n}"),
+            cgroup: format!("/berth-runtime-test-{pid}-{n}"),
             pids,
             stop,
             reaper: Some(reaper),
