@@ -75,13 +75,7 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
-/// Nanoseconds since the Unix epoch, now.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
+pub use berth_util::time::now_ns;
 
 #[cfg(test)]
 mod tests {

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_pod::cgroup::Cgroups;
-use berth_pod::{CgroupDriver, NsMode, SandboxRecord, SandboxState, new_id, now_ns};
+use berth_pod::{CgroupDriver, NsMode, SandboxRecord, SandboxState};
 use berth_shim::proto::{self, Request, Response};
 use berth_spec::{PidNs, Sandbox, SpecInput};
 use berth_store::{Prefix, Store};
+use berth_util::id::new_id;
+use berth_util::time::now_ns;
 use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, PodSandboxConfig};
 use tokio::sync::Mutex;
 

@@ -14,5 +14,5 @@ pub mod sysctl;
 
 pub use config::{CgroupDriver, Config};
 pub use error::PodError;
-pub use pods::{Dirs, NetRequest, PodFilter, PodNetwork, Pods, new_id, now_ns};
+pub use pods::{Dirs, NetRequest, PodFilter, PodNetwork, Pods};
 pub use spec::*;

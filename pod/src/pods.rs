@@ -5,14 +5,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_process::sealed::SealedExe;
 use berth_store::{Prefix, Store, Table};
+use berth_util::id::new_id;
+use berth_util::time::now_ns;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tokio::sync::Mutex;
 
@@ -76,27 +76,6 @@ pub struct Pods<N> {
     /// namespaces.
     holder_exe: Option<Arc<SealedExe>>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
-}
-
-/// Now, in nanoseconds since the epoch.
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
-}
-
-/// A new random 64-hex-digit id (pods and containers).
-pub fn new_id() -> String {
-    let mut b = [0u8; 32];
-    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    if filled.is_err() {
-        // No /dev/urandom: still unique enough for ids (not secrets).
-        let t = now_ns().to_le_bytes();
-        b[..8].copy_from_slice(&t);
-        b[8..12].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl<N: PodNetwork> Pods<N> {

@@ -271,7 +271,8 @@ pub fn systemd_to_cgroupfs(path: &str, id: &str) -> Result<String> {
     } else {
         slice
     };
-    let mut out = expand_slice(slice)?;
+    let mut out = berth_util::systemd::expand_slice(slice)
+        .map_err(|e| anyhow::anyhow!("cgroupsPath {path:?}: {e}"))?;
     let unit = if name.ends_with(".slice") {
         name.to_string()
     } else if prefix.is_empty() {
@@ -287,57 +288,12 @@ pub fn systemd_to_cgroupfs(path: &str, id: &str) -> Result<String> {
     Ok(out)
 }
 
-fn expand_slice(slice: &str) -> Result<String> {
-    let Some(base) = slice.strip_suffix(".slice") else {
-        bail!("invalid slice {slice:?}: must end in .slice");
-    };
-    if base.contains('/') {
-        bail!("invalid slice {slice:?}");
-    }
-    if base == "-" {
-        return Ok(String::new());
-    }
-    if base.is_empty() || base.starts_with('-') || base.ends_with('-') || base.contains("--") {
-        bail!("invalid slice {slice:?}");
-    }
-    let mut out = String::new();
-    let mut prefix = String::new();
-    for part in base.split('-') {
-        prefix.push_str(part);
-        out.push('/');
-        out.push_str(&prefix);
-        out.push_str(".slice");
-        prefix.push('-');
-    }
-    Ok(out)
-}
-
-/// Writes `data` to a temporary file next to `path` and renames it, so
-/// readers see all of it or none. No fsync: runtime state is volatile by
-/// design (it describes processes that do not survive the machine, and
-/// lives in the state dir, normally tmpfs), as runc's is.
+/// berth_util's atomic write, its error in the runtime's words. Runtime
+/// state is volatile by design (it describes processes that do not survive
+/// the machine, and lives in the state dir, normally tmpfs), as runc's is.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        bail!("write {}: {}", path.display(), io_words(&e));
-    }
-    Ok(())
+    berth_util::fs::write_atomic(path, data, mode)
+        .map_err(|e| anyhow::anyhow!("write {}: {}", path.display(), io_words(&e)))
 }
 
 /// Start time of a process in clock ticks since boot, or None if it is gone.

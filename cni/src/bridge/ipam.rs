@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -287,22 +287,10 @@ impl IpamStore {
     }
 }
 
-/// Writes `bytes` to a temporary file next to `path` and renames it there.
+/// berth_util's atomic write, its error the plugin's.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BridgeError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let write = || -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        BridgeError::io(format!("writing {}", path.display()), e)
-    })
+    berth_util::fs::write_atomic(path, bytes, 0o644)
+        .map_err(|e| BridgeError::io(format!("writing {}", path.display()), e))
 }
 
 /// Whether the data directory can take reservations (STATUS).

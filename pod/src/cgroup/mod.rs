@@ -7,4 +7,4 @@ mod path;
 
 pub use detect::{Hierarchy, detect};
 pub use fs::Cgroups;
-pub use path::{pod_cgroup_path, systemd_slice_path};
+pub use path::pod_cgroup_path;

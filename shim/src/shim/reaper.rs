@@ -1,11 +1,11 @@
 //! Reaping: SIGCHLD through the signalfd, `waitpid(-1, WNOHANG)` until
 //! nothing is left, exit records (atomic), OOM kill detection.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use berth_shim::proto::{self, Exit, Response, Status};
 use nix::poll::{PollFd, PollFlags, poll};
@@ -52,33 +52,14 @@ pub fn read_oom_kill(cgroup: &Path) -> Option<u64> {
         .find_map(|f| parse_oom_kill(&fs::read_to_string(cgroup.join(f)).ok()?))
 }
 
-/// CLOCK_REALTIME in nanoseconds since the epoch.
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-/// Writes `path` atomically: a temp file next to it, then a rename, so a
+/// Writes an exit record atomically (berth_util::fs::write_atomic), so a
 /// reader (berthd, also after a crash of its own) sees the whole record or
 /// none. No fsync: the shim's files live in berthd's state dir, which does
 /// not outlive the machine in any useful way (its containers die with it,
 /// and berthd treats a pod whose namespaces are gone as not ready); the
 /// page cache already survives any process crash.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = Path::new(&tmp);
-    let res = (|| {
-        let mut f = File::create(tmp)?;
-        f.write_all(data)?;
-        fs::rename(tmp, path)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(tmp);
-    }
-    res
+    berth_util::fs::write_atomic(path, data, 0o600)
 }
 
 /// Path of a container's exit record.
@@ -168,7 +149,7 @@ impl Shim {
     /// A container's init process was reaped: log what its pipes hold,
     /// write the exit record, then answer the waiters.
     pub(super) fn container_exited(&mut self, i: usize, raw: i32) {
-        let finished_at_ns = now_ns();
+        let finished_at_ns = berth_util::time::now_ns();
         self.drain_container(i, false);
         let (dir, c) = (&self.dir, &mut self.containers[i]);
         let (exit_code, signal) = exit_code(raw);
@@ -246,13 +227,11 @@ mod tests {
     }
 
     #[test]
-    fn atomic_writes_replace() {
+    fn exit_records_are_named_by_container() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("c1.exit");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
         assert_eq!(exit_path(d.path(), "c1"), p);
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"{}");
     }
 }
