@@ -26,17 +26,7 @@ use serde_json::{Value, json};
 const BIN: &str = env!("CARGO_BIN_EXE_berth-bridge");
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: berth-bridge tests need root (CI=true)"
-    );
-    eprintln!("skipping {test}: berth-bridge tests need root");
-    false
-}
+use berth_testkit::root_or_skip;
 
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];

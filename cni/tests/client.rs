@@ -27,16 +27,7 @@ use serde_json::{Value, json};
 
 const DEBIAN_PLUGINS: &str = "/usr/lib/cni";
 
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root (CI=true)");
-    }
-    eprintln!("skipping {test}: needs root");
-    false
-}
+use berth_testkit::root_or_skip;
 
 fn run(cmd: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(cmd)

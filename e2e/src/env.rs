@@ -1,19 +1,8 @@
 //! The test environment: root, binaries, scratch directories.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Whether this test may run. Not root: in CI a failure, elsewhere a skip
-/// that says so on stderr.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(!ci, "{test} needs root, and CI=true forbids skipping it");
-    eprintln!("SKIPPED {test}: needs root (run the tests as root)");
-    false
-}
+pub use berth_testkit::{root_or_skip, scratch_dir};
 
 /// A built workspace binary (`berthd`, `berth`, ...): `$BERTH_BIN_DIR`, else
 /// the cargo target dir this test binary lives in.
@@ -38,20 +27,6 @@ pub fn bin_path(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// A fresh, unique scratch directory for one test: `/tmp/berth-e2e/<tag>-<pid>-<n>`.
-/// Short on purpose: unix socket paths must stay under 108 bytes.
-pub fn scratch_dir(tag: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let tag: String = tag.chars().take(24).collect();
-    let dir = PathBuf::from("/tmp/berth-e2e").join(format!("{tag}-{}-{n}", std::process::id()));
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).expect("clearing an old scratch dir");
-    }
-    std::fs::create_dir_all(&dir).expect("creating scratch dir");
-    dir
 }
 
 /// Every cgroup hierarchy's mount: /sys/fs/cgroup itself (cgroup v2, or

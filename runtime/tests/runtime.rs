@@ -23,15 +23,11 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// True when the test may run; prints a skip line (or fails under CI).
 fn have_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-        return true;
+    if !berth_testkit::root_or_skip("berth-runtime's tests") {
+        return false;
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("berth-runtime tests need root (CI=true)");
-    }
-    eprintln!("SKIP: berth-runtime tests need root");
-    false
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    true
 }
 
 fn cgroup_v2() -> bool {
@@ -105,14 +101,10 @@ impl Env {
             .prefix("berth-runtime-test-")
             .tempdir()
             .unwrap();
-        let rootfs = dir.path().join("bundle/rootfs");
-        for d in ["bin", "proc", "dev", "sys", "tmp"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "sleep", "cat", "echo", "mkdir", "id", "true"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        berth_testkit::busybox_rootfs(
+            &dir.path().join("bundle/rootfs"),
+            &["sh", "sleep", "cat", "echo", "mkdir", "id", "true"],
+        );
         let pids = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let reaper = {
@@ -718,9 +710,7 @@ fn create_paths_agree() {
             "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000::/home/user:/bin/sh\n",
         )
         .unwrap();
-        for applet in ["grep", "ls", "hostname", "touch", "wc"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        berth_testkit::add_applets(&rootfs, &["grep", "ls", "hostname", "touch", "wc"]);
         let path = env.bundle().join("config.json");
         let mut c: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         c["root"]["readonly"] = json!(true);

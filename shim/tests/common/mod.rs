@@ -16,29 +16,18 @@ use berth_shim::proto::{Create, Request, Response, Runtime};
 use serde_json::{Value, json};
 
 pub const RUNC: &str = "/usr/sbin/runc";
-pub const BUSYBOX: &str = "/bin/busybox";
+pub const BUSYBOX: &str = berth_testkit::BUSYBOX;
 pub const SHIM: &str = env!("CARGO_BIN_EXE_berth-shim");
 
 /// Whether the test can run: root, runc and busybox present. Without
 /// them: fails under CI=true, else prints a skip line.
 pub fn can_run(test: &str) -> bool {
-    let why = if !nix::unistd::geteuid().is_root() {
-        Some("needs root")
-    } else if !Path::new(RUNC).exists() || !Path::new(BUSYBOX).exists() {
-        Some("needs /usr/sbin/runc and /bin/busybox (busybox-static)")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{test}: {why}");
-            }
-            eprintln!("SKIP {test}: {why}");
-            false
-        }
-    }
+    berth_testkit::root_or_skip(test)
+        && berth_testkit::require(
+            test,
+            Path::new(RUNC).exists() && Path::new(BUSYBOX).exists(),
+            "needs /usr/sbin/runc and /bin/busybox (busybox-static)",
+        )
 }
 
 /// A test's world: temp dir, shim dir, runc root, containers, cgroups.
@@ -140,11 +129,7 @@ impl Env {
         let cgroup = format!("/berth-shim-test-{me}-{}", self.n);
         let path = self.tmp.path().join(&id);
         let rootfs = path.join("rootfs");
-        fs::create_dir_all(rootfs.join("bin")).unwrap();
-        fs::copy(BUSYBOX, rootfs.join("bin/busybox")).unwrap();
-        for d in ["proc", "dev", "sys", "tmp"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
+        berth_testkit::busybox_rootfs(&rootfs, &[]);
         let mut config = json!({
             "ociVersion": "1.0.2",
             "process": {

@@ -29,7 +29,11 @@ fn mount_overlay(lowers: &[&Path], target: &Path) -> Option<Mounted> {
     ) {
         Ok(()) => Some(Mounted(target.to_owned())),
         Err(e) => {
-            eprintln!("SKIPPED overlay check: cannot mount overlayfs here: {e}");
+            berth_testkit::require(
+                "overlay check",
+                false,
+                &format!("cannot mount overlayfs here: {e}"),
+            );
             None
         }
     }

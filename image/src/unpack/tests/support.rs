@@ -12,17 +12,7 @@ use tar::{EntryType, Header};
 
 use crate::unpack::{UnpackError, UnpackOptions, UnpackStats, unpack_layer};
 
-/// Whether this test may run. Not root: in CI a failure, elsewhere a skip
-/// that says so on stderr (same rule as berth-e2e).
-pub(super) fn root_or_skip(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    assert!(!ci, "{test} needs root, and CI=true forbids skipping it");
-    eprintln!("SKIPPED {test}: needs root (run the tests as root)");
-    false
-}
+pub(super) use berth_testkit::root_or_skip;
 
 /// One tar entry, written with a hand-made header so any name goes in.
 #[derive(Debug, Clone)]
