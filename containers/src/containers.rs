@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_pod::cgroup::Cgroups;
-use berth_pod::{CgroupDriver, NsMode, SandboxRecord, SandboxState};
+use berth_cgroups::{CgroupDriver, Cgroups};
+use berth_pod::{NsMode, SandboxRecord, SandboxState};
 use berth_shim::proto::{self, Request, Response};
 use berth_spec::{PidNs, Sandbox, SpecInput};
 use berth_store::{Prefix, Store};
@@ -216,21 +216,6 @@ impl Containers {
         })
     }
 
-    fn cgroups_path(&self, pod: &SandboxRecord, id: &str) -> String {
-        match self.inner.driver {
-            CgroupDriver::Cgroupfs => format!("/{}/{id}", pod.cgroup.trim_matches('/')),
-            CgroupDriver::Systemd => {
-                let slice = pod
-                    .cgroup
-                    .trim_matches('/')
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default();
-                format!("{slice}:berth:{id}")
-            }
-        }
-    }
-
     fn memory_cgroup(&self, cgroups_path: &str) -> Option<PathBuf> {
         match self.inner.driver {
             CgroupDriver::Cgroupfs => Some(self.inner.cgroups.memory_dir(cgroups_path)),
@@ -267,7 +252,8 @@ impl Containers {
         let stop_signal = berth_spec::stop_signal(&req.image.config)?;
         let id = new_id();
         let key = reservation_key(&meta.name, meta.attempt, &pod.id);
-        let cgroups_path = self.cgroups_path(pod, &id);
+        let cgroups_path =
+            berth_cgroups::container_cgroup_path(self.inner.driver, &pod.cgroup, &id);
         let mut rec = ContainerRecord {
             id: id.clone(),
             pod_id: pod.id.clone(),

@@ -114,10 +114,9 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     let shutdown_timeout = d.shutdown_timeout;
     let socket_path = d.socket.clone();
 
-    let hierarchy = berth_pod::cgroup::detect(std::path::Path::new("/sys/fs/cgroup"))
+    let hierarchy = berth_cgroups::detect(std::path::Path::new("/sys/fs/cgroup"))
         .map_err(StartupError::Cgroups)?;
-    let cgroups =
-        berth_pod::cgroup::Cgroups::new(std::path::Path::new("/sys/fs/cgroup"), hierarchy);
+    let cgroups = berth_cgroups::Cgroups::new(std::path::Path::new("/sys/fs/cgroup"), hierarchy);
     let containers = berth_containers::Containers::new(
         config.runtime.clone(),
         store.clone(),

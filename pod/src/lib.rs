@@ -2,7 +2,6 @@
 //! cgroups for both drivers and both cgroup versions, the pod's hostname,
 //! hosts and resolv.conf files, and the sandbox state machine.
 
-pub mod cgroup;
 mod config;
 pub mod error;
 pub mod files;

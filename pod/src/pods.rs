@@ -16,12 +16,12 @@ use berth_util::time::now_ns;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tokio::sync::Mutex;
 
-use crate::cgroup::{Cgroups, pod_cgroup_path};
 use crate::config::Config;
 use crate::error::PodError;
 use crate::files;
 use crate::ns::{self, NsRequest};
 use crate::spec::{NsMode, SandboxRecord, SandboxSpec, SandboxState};
+use berth_cgroups::{Cgroups, pod_cgroup_path};
 
 pub const PODS: Table<SandboxRecord> = Table::new("pods");
 /// Name reservation key (name, namespace, uid, attempt) → sandbox id.

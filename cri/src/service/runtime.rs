@@ -64,8 +64,8 @@ impl RuntimeService for RuntimeSvc {
         _request: Request<RuntimeConfigRequest>,
     ) -> Result<Response<RuntimeConfigResponse>, Status> {
         let driver = match self.shared.config.pod.cgroup_driver {
-            berth_pod::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
-            berth_pod::CgroupDriver::Systemd => CgroupDriver::Systemd,
+            berth_cgroups::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
+            berth_cgroups::CgroupDriver::Systemd => CgroupDriver::Systemd,
         };
         Ok(Response::new(RuntimeConfigResponse {
             linux: Some(LinuxRuntimeConfiguration {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use berth_pod::CgroupDriver;
+use berth_cgroups::CgroupDriver;
 use k8s_cri::v1::{
     RuntimeCondition, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusResponse,
 };
@@ -147,7 +147,7 @@ fn info(shared: &Shared, network: &berth_cni::NetworkStatus) -> HashMap<String, 
             Err(e) => json!({ "error": e.to_string() }),
         },
     );
-    let hierarchy = berth_pod::cgroup::detect(Path::new("/sys/fs/cgroup"));
+    let hierarchy = berth_cgroups::detect(Path::new("/sys/fs/cgroup"));
     put(
         "cgroups",
         json!({

@@ -1,6 +1,6 @@
 //! Cgroup paths from kubelet's cgroup parents, for both drivers.
 
-use crate::config::CgroupDriver;
+use crate::CgroupDriver;
 
 /// The cgroup (relative to the hierarchy root) of pod `id` under `parent`.
 /// With cgroupfs the parent is a path (`/kubepods/burstable/pod1`), with
@@ -32,6 +32,25 @@ pub fn pod_cgroup_path(
             let slice = berth_util::systemd::expand_slice(parent)
                 .map_err(|e| format!("cgroup parent: {e}"))?;
             Ok(format!("{slice}/berth-{id}.scope"))
+        }
+    }
+}
+
+/// The cgroup of container `id` in the pod whose cgroup is `pod_cgroup` (as
+/// [`pod_cgroup_path`] made it), in the form the OCI runtime takes as
+/// `cgroupsPath`: a path below the pod's with cgroupfs; with systemd
+/// `<last part of the pod's cgroup>:berth:<id>` (systemd naming only: the
+/// systemd driver does not create units yet).
+pub fn container_cgroup_path(driver: CgroupDriver, pod_cgroup: &str, id: &str) -> String {
+    match driver {
+        CgroupDriver::Cgroupfs => format!("/{}/{id}", pod_cgroup.trim_matches('/')),
+        CgroupDriver::Systemd => {
+            let slice = pod_cgroup
+                .trim_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            format!("{slice}:berth:{id}")
         }
     }
 }
@@ -69,5 +88,21 @@ mod tests {
         assert!(pod_cgroup_path(CgroupDriver::Cgroupfs, "relative", "/berth", "ab").is_err());
         assert!(pod_cgroup_path(CgroupDriver::Cgroupfs, "/a/../b", "/berth", "ab").is_err());
         assert!(pod_cgroup_path(CgroupDriver::Systemd, "/kubepods", "berth.slice", "ab").is_err());
+    }
+
+    #[test]
+    fn container_cgroups_are_named_under_their_pod() {
+        assert_eq!(
+            container_cgroup_path(CgroupDriver::Cgroupfs, "/kubepods/pod1/berth-p", "c1"),
+            "/kubepods/pod1/berth-p/c1"
+        );
+        assert_eq!(
+            container_cgroup_path(
+                CgroupDriver::Systemd,
+                "/kubepods.slice/kubepods-pod1.slice/berth-p.scope",
+                "c1"
+            ),
+            "berth-p.scope:berth:c1"
+        );
     }
 }
