@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_cgroups::{CgroupDriver, Cgroups};
-use berth_pod::{NsMode, SandboxRecord, SandboxState};
 use berth_shim::proto::{self, Request, Response};
-use berth_spec::{PidNs, Sandbox, SpecInput};
+use berth_spec::SpecInput;
 use berth_store::{Prefix, Store};
 use berth_util::id::new_id;
 use berth_util::time::now_ns;
@@ -40,9 +39,29 @@ pub struct ImageInfo {
     pub config: oci_spec::image::ImageConfiguration,
 }
 
+/// What the container code knows of the pod a container joins, built by
+/// berthd from the pod's record: the container code depends on no pod
+/// internals.
+#[derive(Debug, Clone)]
+pub struct SandboxView {
+    pub id: String,
+    /// Only a ready pod gets new containers.
+    pub ready: bool,
+    /// Its RuntimeClass handler ("" = the default).
+    pub runtime_handler: String,
+    /// kubelet's log directory for the pod (absolute), under which
+    /// container log paths are resolved.
+    pub log_directory: String,
+    /// The pod's cgroup, relative to the hierarchy root, as the driver
+    /// named it; containers' cgroups go below it.
+    pub cgroup: String,
+    /// The namespaces and files the pod's containers join.
+    pub join: berth_spec::Sandbox,
+}
+
 #[derive(Debug)]
 pub struct CreateRequest<'a> {
-    pub pod: &'a SandboxRecord,
+    pub pod: &'a SandboxView,
     pub config: ContainerConfig,
     pub sandbox_config: PodSandboxConfig,
     pub image: ImageInfo,
@@ -235,20 +254,20 @@ impl Containers {
             .ok_or_else(|| {
                 RuntimeError::InvalidArgument("container metadata.name is required".into())
             })?;
-        if pod.state != SandboxState::Ready {
+        if !pod.ready {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "pod sandbox {} is not ready",
                 pod.id
             )));
         }
-        let runtime = self.runtime_for(&pod.spec.runtime_handler)?;
+        let runtime = self.runtime_for(&pod.runtime_handler)?;
         let handler = self
             .inner
             .config
-            .handler(&pod.spec.runtime_handler)
+            .handler(&pod.runtime_handler)
             .map(|(n, _)| n.to_owned())
             .unwrap_or_default();
-        let log_path = resolve_log_path(&pod.spec.log_directory, &req.config.log_path)?;
+        let log_path = resolve_log_path(&pod.log_directory, &req.config.log_path)?;
         let stop_signal = berth_spec::stop_signal(&req.image.config)?;
         let id = new_id();
         let key = reservation_key(&meta.name, meta.attempt, &pod.id);
@@ -345,27 +364,6 @@ impl Containers {
     ) -> Result<(u32, crate::record::User), RuntimeError> {
         let layout = Layout::new(&self.inner.paths.containers, &rec.id);
         let pod = req.pod;
-        let sandbox = Sandbox {
-            netns: pod.netns.clone(),
-            ipc_ns: pod.ipcns.clone(),
-            uts_ns: pod.utsns.clone(),
-            pid: match (pod.spec.namespaces.pid, pod.pid_holder) {
-                (NsMode::Node, _) => PidNs::Host,
-                (NsMode::Pod, Some(holder)) => PidNs::Pod(berth_pod::pidns::ns_path(holder)),
-                (NsMode::Pod, None) => {
-                    return Err(RuntimeError::FailedPrecondition(format!(
-                        "pod {} shares a PID namespace but has no holder process",
-                        pod.id
-                    )));
-                }
-                (NsMode::Container, _) => PidNs::Container,
-            },
-            hostname: pod.spec.hostname.clone(),
-            hostname_file: Some(pod.files_dir.join("hostname")),
-            hosts_file: Some(pod.files_dir.join("hosts")),
-            resolv_conf: Some(pod.files_dir.join("resolv.conf")),
-            shm: pod.shm.clone(),
-        };
         let rootfs_path = layout.rootfs();
         let spec = berth_spec::generate(&SpecInput {
             id: &rec.id,
@@ -373,7 +371,7 @@ impl Containers {
             sandbox_config: &req.sandbox_config,
             image: &req.image.config,
             rootfs: &rootfs_path,
-            sandbox: &sandbox,
+            sandbox: &pod.join,
             cgroups_path: rec.cgroups_path.clone(),
             min_oom_score_adj: self.inner.min_oom_score_adj,
             rlimits: &self.inner.rlimits,
@@ -1096,7 +1094,9 @@ impl Containers {
 
     /// At daemon start: unwinds creates a crash interrupted, reconnects to
     /// live shims, and records exits that happened while berthd was down.
-    pub async fn recover(&self) -> Result<(), RuntimeError> {
+    /// `pod_ids` are the pods berthd knows, whose shims may hold
+    /// containers.
+    pub async fn recover(&self, pod_ids: &[String]) -> Result<(), RuntimeError> {
         self.finish_removals().await?;
         for (id, rec) in self.inner.store.list(&CONTAINERS)? {
             match rec.state {
@@ -1131,7 +1131,7 @@ impl Containers {
                 }
             }
         }
-        self.delete_unrecorded().await?;
+        self.delete_unrecorded(pod_ids).await?;
         self.sweep_orphan_dirs()?;
         Ok(())
     }
@@ -1141,12 +1141,12 @@ impl Containers {
     /// deleted through their shim, which runs the runtime's `delete
     /// --force`. Before the directory sweep: the runtime logs to the
     /// container's bundle.
-    async fn delete_unrecorded(&self) -> Result<(), RuntimeError> {
-        for (pod_id, _) in self.inner.store.list(&berth_pod::pods::PODS)? {
+    async fn delete_unrecorded(&self, pod_ids: &[String]) -> Result<(), RuntimeError> {
+        for pod_id in pod_ids {
             let listed = match self
                 .inner
                 .shims
-                .call_if_up(&pod_id, &Request::List, Some(KILL_WAIT))
+                .call_if_up(pod_id, &Request::List, Some(KILL_WAIT))
                 .await
             {
                 Ok(Some(Response::Containers { containers })) => containers,
@@ -1165,7 +1165,7 @@ impl Containers {
                 if let Err(e) = self
                     .inner
                     .shims
-                    .call_if_up(&pod_id, &req, Some(KILL_WAIT))
+                    .call_if_up(pod_id, &req, Some(KILL_WAIT))
                     .await
                 {
                     tracing::warn!(container_id = %c.id, error = %e, "deleting an unrecorded container");

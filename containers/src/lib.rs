@@ -12,7 +12,7 @@ pub mod shim;
 
 pub use config::{Config, Handler};
 pub use containers::{
-    ContainerFilter, Containers, CreateRequest, ExecOutput, ImageInfo, Paths, Removal,
+    ContainerFilter, Containers, CreateRequest, ExecOutput, ImageInfo, Paths, Removal, SandboxView,
 };
 pub use error::RuntimeError;
 pub use record::{ContainerRecord, ImageRef, State};

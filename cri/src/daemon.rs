@@ -147,8 +147,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         })?,
     ));
     pods.recover().await.map_err(StartupError::Recover)?;
+    let pod_ids: Vec<String> = pods
+        .list(&berth_pod::PodFilter::default())
+        .map_err(StartupError::Recover)?
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
     containers
-        .recover()
+        .recover(&pod_ids)
         .await
         .map_err(StartupError::Containers)?;
     let shared = Arc::new(Shared {

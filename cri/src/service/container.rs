@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_containers::{
-    ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, State,
+    ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, SandboxView, State,
 };
+use berth_pod::{NsMode, SandboxRecord, SandboxState};
+use berth_spec::PidNs;
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
@@ -73,10 +75,11 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
         lowers: shared.images.lower_dirs(&image),
         config: image_config,
     };
+    let view = sandbox_view(&pod)?;
     let created = shared
         .containers
         .create(CreateRequest {
-            pod: &pod,
+            pod: &view,
             config,
             sandbox_config: r.sandbox_config.unwrap_or_default(),
             image: info,
@@ -93,6 +96,40 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
             Err(error::container(e))
         }
     }
+}
+
+/// What the container code needs of a pod: its namespaces and files, its
+/// cgroup, handler and log directory.
+fn sandbox_view(pod: &SandboxRecord) -> Result<SandboxView, Status> {
+    let pid = match (pod.spec.namespaces.pid, pod.pid_holder) {
+        (NsMode::Node, _) => PidNs::Host,
+        (NsMode::Pod, Some(holder)) => PidNs::Pod(berth_pod::pidns::ns_path(holder)),
+        (NsMode::Pod, None) => {
+            return Err(Status::failed_precondition(format!(
+                "pod {} shares a PID namespace but has no holder process",
+                pod.id
+            )));
+        }
+        (NsMode::Container, _) => PidNs::Container,
+    };
+    Ok(SandboxView {
+        id: pod.id.clone(),
+        ready: pod.state == SandboxState::Ready,
+        runtime_handler: pod.spec.runtime_handler.clone(),
+        log_directory: pod.spec.log_directory.clone(),
+        cgroup: pod.cgroup.clone(),
+        join: berth_spec::Sandbox {
+            netns: pod.netns.clone(),
+            ipc_ns: pod.ipcns.clone(),
+            uts_ns: pod.utsns.clone(),
+            pid,
+            hostname: pod.spec.hostname.clone(),
+            hostname_file: Some(pod.files_dir.join("hostname")),
+            hosts_file: Some(pod.files_dir.join("hosts")),
+            resolv_conf: Some(pod.files_dir.join("resolv.conf")),
+            shm: pod.shm.clone(),
+        },
+    })
 }
 
 /// Releases the leases of removed containers and collects what they held.
