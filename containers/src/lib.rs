@@ -1,18 +1,32 @@
-//! Containers: the lifecycle over the per-pod `berth-shim` (which runs the
-//! OCI runtime and holds the containers' stdio), overlay rootfs, OCI bundle
-//! (spec from `berth-spec`), logs and exec.
+//! berthd's containers: the CRI container lifecycle over the per-pod
+//! `berth-shim` (which runs the OCI runtime and holds the containers'
+//! stdio), overlay rootfs, OCI bundle (spec from `berth-spec`), logs and
+//! exec.
+//!
+//! One module per operation on the shared `Containers` handle
+//! (`service`): `create`, `start_stop` (and exits), `remove`, `exec`,
+//! `update`, `recover`; beside them the records (`record`), the rootfs
+//! (`rootfs`), the shim client (`shim`), the runtime handlers' sealed
+//! copies (`sealed`) and the config.
 
 pub mod config;
-pub mod containers;
+mod create;
 pub mod error;
+mod exec;
 pub mod record;
+mod recover;
+mod remove;
 pub mod rootfs;
 pub mod sealed;
+mod service;
 pub mod shim;
+mod start_stop;
+mod update;
 
 pub use config::{Config, Handler};
-pub use containers::{
-    ContainerFilter, Containers, CreateRequest, ExecOutput, ImageInfo, Paths, Removal, SandboxView,
-};
+pub use create::{CreateRequest, ImageInfo, SandboxView, resolve_log_path};
 pub use error::RuntimeError;
+pub use exec::ExecOutput;
 pub use record::{ContainerRecord, ImageRef, State};
+pub use remove::Removal;
+pub use service::{ContainerFilter, Containers, Paths};

@@ -1,0 +1,312 @@
+//! CreateContainer: the rootfs mounted while the name is reserved, the OCI
+//! bundle from the CRI config and the pod's view, the runtime's `create`
+//! through the pod's shim (started if it is the pod's first container);
+//! any failure unwinds all of it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_shim::proto::{self, Request, Response};
+use berth_spec::SpecInput;
+use berth_util::id::new_id;
+use berth_util::time::now_ns;
+use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
+
+use crate::error::RuntimeError;
+use crate::record::{
+    CONTAINER_NAMES, CONTAINERS, ContainerRecord, ImageRef, State, reservation_key,
+};
+use crate::rootfs::{self, Layout};
+use crate::service::Containers;
+
+/// The image a new container runs, resolved by the caller.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub image: ImageRef,
+    /// Overlay lower dirs, topmost first.
+    pub lowers: Vec<PathBuf>,
+    pub config: oci_spec::image::ImageConfiguration,
+}
+
+/// What the container code knows of the pod a container joins, built by
+/// berthd from the pod's record: the container code depends on no pod
+/// internals.
+#[derive(Debug, Clone)]
+pub struct SandboxView {
+    pub id: String,
+    /// Only a ready pod gets new containers.
+    pub ready: bool,
+    /// Its RuntimeClass handler ("" = the default).
+    pub runtime_handler: String,
+    /// kubelet's log directory for the pod (absolute), under which
+    /// container log paths are resolved.
+    pub log_directory: String,
+    /// The pod's cgroup, relative to the hierarchy root, as the driver
+    /// named it; containers' cgroups go below it.
+    pub cgroup: String,
+    /// The namespaces and files the pod's containers join.
+    pub join: berth_spec::Sandbox,
+}
+
+#[derive(Debug)]
+pub struct CreateRequest<'a> {
+    pub pod: &'a SandboxView,
+    pub config: ContainerConfig,
+    pub sandbox_config: PodSandboxConfig,
+    pub image: ImageInfo,
+}
+
+impl Containers {
+    /// CreateContainer. Any failure unwinds what was done.
+    pub async fn create(&self, req: CreateRequest<'_>) -> Result<String, RuntimeError> {
+        let pod = req.pod;
+        let meta = req
+            .config
+            .metadata
+            .clone()
+            .filter(|m| !m.name.is_empty())
+            .ok_or_else(|| {
+                RuntimeError::InvalidArgument("container metadata.name is required".into())
+            })?;
+        if !pod.ready {
+            return Err(RuntimeError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let runtime = self.runtime_for(&pod.runtime_handler)?;
+        let handler = self
+            .inner
+            .config
+            .handler(&pod.runtime_handler)
+            .map(|(n, _)| n.to_owned())
+            .unwrap_or_default();
+        let log_path = resolve_log_path(&pod.log_directory, &req.config.log_path)?;
+        let stop_signal = berth_spec::stop_signal(&req.image.config)?;
+        let id = new_id();
+        let key = reservation_key(&meta.name, meta.attempt, &pod.id);
+        let cgroups_path =
+            berth_cgroups::container_cgroup_path(self.inner.driver, &pod.cgroup, &id);
+        let mut rec = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            state: State::Creating,
+            config: String::new(),
+            decoded: Default::default(),
+            image: req.image.image.clone(),
+            log_path: log_path.clone(),
+            handler,
+            cgroups_path: cgroups_path.clone(),
+            stop_signal,
+            pid: 0,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            user: None,
+            released: false,
+        };
+        rec.set_config(&req.config);
+        // The rootfs is mounted while the reservation commits. The
+        // reservation is not synced: the durable record after the runtime's
+        // create takes it to disk (a failed create forgets it durably). A
+        // crash before that loses it; recover() then deletes what a shim
+        // holds under no record and sweeps the directory no record names.
+        let layout = Layout::new(&self.inner.paths.containers, &id);
+        let mounting = {
+            let (l, lowers) = (layout.clone(), req.image.lowers.clone());
+            tokio::task::spawn_blocking(move || rootfs::mount_rootfs(&l, &lowers))
+        };
+        let reserved = self.inner.store.write_unsynced(|tx| {
+            if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
+                return Err(RuntimeError::AlreadyExists {
+                    name: meta.name.clone(),
+                    id: other,
+                });
+            }
+            tx.put(&CONTAINER_NAMES, &key, &id)?;
+            tx.put(&CONTAINERS, &id, &rec)?;
+            Ok(())
+        });
+        let mounted = match mounting.await {
+            Ok(r) => r.map_err(|e| RuntimeError::io("container rootfs", e)),
+            Err(e) => Err(RuntimeError::Runtime(e.to_string())),
+        };
+        if let Err(e) = reserved {
+            if let Err(re) = tokio::task::spawn_blocking(move || rootfs::remove(&layout))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+            {
+                tracing::warn!(container_id = %id, error = %re, "removing the rootfs of a refused create");
+            }
+            return Err(e);
+        }
+        let lock = self.lock_for(&id);
+        let _g = lock.lock().await;
+        let parts = match mounted {
+            Ok(()) => self.create_parts(&req, &rec, runtime, log_path).await,
+            Err(e) => Err(e),
+        };
+        match parts {
+            Ok((pid, user)) => {
+                rec.state = State::Created;
+                rec.pid = pid;
+                rec.user = Some(user);
+                self.inner.store.put(&CONTAINERS, &id, &rec)?;
+                tracing::info!(container_id = %id, pod_id = %pod.id, name = %meta.name, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(container_id = %id, pod_id = %pod.id, error = %e, "container create failed; unwinding");
+                self.unwind(&rec).await;
+                self.forget(&rec)?;
+                drop(_g);
+                self.forget_lock(&id);
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) async fn create_parts(
+        &self,
+        req: &CreateRequest<'_>,
+        rec: &ContainerRecord,
+        runtime: proto::Runtime,
+        log_path: Option<PathBuf>,
+    ) -> Result<(u32, crate::record::User), RuntimeError> {
+        let layout = Layout::new(&self.inner.paths.containers, &rec.id);
+        let pod = req.pod;
+        let rootfs_path = layout.rootfs();
+        let spec = berth_spec::generate(&SpecInput {
+            id: &rec.id,
+            config: &req.config,
+            sandbox_config: &req.sandbox_config,
+            image: &req.image.config,
+            rootfs: &rootfs_path,
+            sandbox: &pod.join,
+            cgroups_path: rec.cgroups_path.clone(),
+            min_oom_score_adj: self.inner.min_oom_score_adj,
+            rlimits: &self.inner.rlimits,
+        })?;
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| crate::record::User {
+                uid: p.user().uid(),
+                gid: p.user().gid(),
+                additional_gids: p.user().additional_gids().clone().unwrap_or_default(),
+            })
+            .unwrap_or(crate::record::User {
+                uid: 0,
+                gid: 0,
+                additional_gids: Vec::new(),
+            });
+        let bundle = layout.bundle();
+        let json = serde_json::to_vec(&spec)
+            .map_err(|e| RuntimeError::Runtime(format!("serializing the OCI spec: {e}")))?;
+        std::fs::write(bundle.join("config.json"), json)
+            .map_err(|e| RuntimeError::io("writing config.json", e))?;
+        // The pod's shim, when this starts it, runs the runtime from it.
+        let sealed = self.inner.sealed.get(&runtime.path)?;
+        let created = self
+            .inner
+            .shims
+            .call_or_start(
+                &pod.id,
+                &sealed,
+                &Request::Create(proto::Create {
+                    id: rec.id.clone(),
+                    bundle,
+                    runtime,
+                    log_path,
+                    stdin: req.config.stdin,
+                    tty: req.config.tty,
+                    memory_cgroup: self.memory_cgroup(&rec.cgroups_path),
+                }),
+                Some(Duration::from_secs(120)),
+            )
+            .await?;
+        match created {
+            Response::Created { pid } => Ok((pid, user)),
+            other => Err(RuntimeError::Runtime(format!(
+                "unexpected shim answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Undoes a partial create: runtime state, rootfs, dirs.
+    pub(crate) async fn unwind(&self, rec: &ContainerRecord) {
+        if let Err(e) = self.delete_runtime_state(rec).await {
+            tracing::warn!(container_id = %rec.id, error = %e, "unwinding: runtime delete");
+        }
+        let layout = Layout::new(&self.inner.paths.containers, &rec.id);
+        if let Err(e) = tokio::task::spawn_blocking(move || rootfs::remove(&layout))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        {
+            tracing::warn!(container_id = %rec.id, error = %e, "unwinding: removing rootfs");
+        }
+    }
+
+    /// Deletes the record and, when it still names this container, its
+    /// name reservation, in one transaction.
+    pub(crate) fn forget(&self, rec: &ContainerRecord) -> Result<(), RuntimeError> {
+        let key = rec.reservation_key();
+        self.inner.store.write(|tx| {
+            tx.delete(&CONTAINERS, &rec.id)?;
+            if tx.get(&CONTAINER_NAMES, &key)?.as_deref() == Some(rec.id.as_str()) {
+                tx.delete(&CONTAINER_NAMES, &key)?;
+            }
+            Ok::<(), RuntimeError>(())
+        })
+    }
+}
+
+/// The CRI log path: `log_path` relative to the pod's log directory, and
+/// never outside it. Empty: no log.
+pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>, RuntimeError> {
+    if log_path.is_empty() {
+        return Ok(None);
+    }
+    if log_dir.is_empty() || !log_dir.starts_with('/') {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "log_path {log_path:?} needs an absolute pod log_directory (got {log_dir:?})"
+        )));
+    }
+    let rel = Path::new(log_path);
+    let bad = rel.is_absolute()
+        || rel.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+    if bad {
+        return Err(RuntimeError::InvalidArgument(format!(
+            "log_path {log_path:?} must be relative to the pod's log directory and stay inside it"
+        )));
+    }
+    Ok(Some(Path::new(log_dir).join(rel)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_in_the_pod_log_dir() {
+        assert_eq!(resolve_log_path("/var/log/pods/x", "").unwrap(), None);
+        assert_eq!(
+            resolve_log_path("/var/log/pods/x", "web/0.log").unwrap(),
+            Some(PathBuf::from("/var/log/pods/x/web/0.log"))
+        );
+        for bad in ["../x.log", "web/../../x.log", "/etc/passwd"] {
+            let e = resolve_log_path("/var/log/pods/x", bad).unwrap_err();
+            assert!(matches!(e, RuntimeError::InvalidArgument(_)), "{bad}: {e}");
+        }
+        assert!(resolve_log_path("", "a.log").is_err());
+        assert!(resolve_log_path("relative", "a.log").is_err());
+    }
+}
