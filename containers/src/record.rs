@@ -125,6 +125,11 @@ impl ContainerRecord {
         self.decoded = DecodedConfig::default();
     }
 
+    /// The holder of its image lease ([`lease_holder`]).
+    pub fn lease_holder(&self) -> String {
+        format!("{LEASE_PREFIX}{}", self.reservation_key())
+    }
+
     /// The key of its name reservation (table `container_names`).
     pub fn reservation_key(&self) -> String {
         let cfg = self.config();
@@ -148,6 +153,16 @@ impl ContainerRecord {
 /// The reservation key of a container name in its pod.
 pub fn reservation_key(name: &str, attempt: u32, pod_id: &str) -> String {
     format!("{name}_{pod_id}_{attempt}")
+}
+
+/// What the image leases of containers are held under: the name
+/// reservation, known before the container's id, so the lease exists
+/// before the rootfs does.
+pub const LEASE_PREFIX: &str = "container:";
+
+/// The image lease holder of the container `name` (attempt) of a pod.
+pub fn lease_holder(name: &str, attempt: u32, pod_id: &str) -> String {
+    format!("{LEASE_PREFIX}{}", reservation_key(name, attempt, pod_id))
 }
 
 #[cfg(test)]

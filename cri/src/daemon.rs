@@ -166,8 +166,8 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         store,
         started_at: SystemTime::now(),
     });
-    if let Err(e) = service::reconcile_leases(&shared).await {
-        tracing::warn!(error = %e.message(), "reconciling image leases");
+    if let Err(e) = crate::leases::reconcile(&shared.images, &shared.containers).await {
+        tracing::warn!(error = %e, "reconciling image leases");
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let in_flight = InFlight::default();

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 mod error;
 pub mod inflight;
+pub mod leases;
 pub mod lock;
 pub mod logging;
 pub mod memory;

@@ -13,23 +13,10 @@ use k8s_cri::v1 as cri;
 use tonic::Status;
 
 use super::Shared;
-use crate::error;
+use crate::{error, leases};
 
 fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())
-}
-
-/// The image lease holder of a container: known before its id is, so the
-/// lease exists before the rootfs does.
-fn lease_holder(pod_id: &str, meta: &cri::ContainerMetadata) -> String {
-    format!(
-        "container:{}",
-        berth_containers::record::reservation_key(&meta.name, meta.attempt, pod_id)
-    )
-}
-
-fn lease_of(rec: &ContainerRecord) -> String {
-    format!("container:{}", rec.reservation_key())
 }
 
 /// CreateContainer: pod ready, image present (leased), then the runtime.
@@ -52,12 +39,10 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
         .resolve(&image_name)
         .map_err(error::image)?
         .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found")))?;
-    let holder = lease_holder(&pod.id, &meta);
-    let image = shared
-        .images
-        .lease(&holder, &found.id)
+    let lease = leases::take(&shared.images, &pod.id, &meta.name, meta.attempt, &found.id)
         .await
         .map_err(error::image)?;
+    let image = &lease.image;
     let config_blob = shared.images.config_blob(&image.id).map_err(error::image)?;
     let image_config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_blob)
         .map_err(|e| Status::internal(format!("image {} config: {e}", image.id)))?;
@@ -72,7 +57,7 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
                 .unwrap_or_else(|| image.id.to_string()),
             repo_tag: image.repo_tags.first().cloned().unwrap_or(image_name),
         },
-        lowers: shared.images.lower_dirs(&image),
+        lowers: shared.images.lower_dirs(image),
         config: image_config,
     };
     let view = sandbox_view(&pod)?;
@@ -85,17 +70,10 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
             image: info,
         })
         .await;
-    match created {
-        Ok(id) => Ok(id),
-        // The lease belongs to the container that holds the name.
-        Err(e @ berth_containers::RuntimeError::AlreadyExists { .. }) => Err(error::container(e)),
-        Err(e) => {
-            if let Err(le) = shared.images.release(&holder) {
-                tracing::warn!(error = %le, "releasing image lease");
-            }
-            Err(error::container(e))
-        }
-    }
+    created.map_err(|e| {
+        leases::create_failed(&shared.images, &lease, &e);
+        error::container(e)
+    })
 }
 
 /// What the container code needs of a pod: its namespaces and files, its
@@ -130,55 +108,6 @@ fn sandbox_view(pod: &SandboxRecord) -> Result<SandboxView, Status> {
             shm: pod.shm.clone(),
         },
     })
-}
-
-/// Releases the leases of removed containers and collects what they held.
-pub async fn release(shared: &Shared, removed: &[ContainerRecord]) -> Result<(), Status> {
-    if removed.is_empty() {
-        return Ok(());
-    }
-    let mut collect = false;
-    for rec in removed {
-        collect |= shared
-            .images
-            .release(&lease_of(rec))
-            .map_err(error::image)?;
-    }
-    if collect {
-        shared.images.gc().await.map_err(error::image)?;
-    }
-    Ok(())
-}
-
-/// At start: leases whose container is gone (a crash between remove and
-/// release) are dropped.
-pub async fn reconcile_leases(shared: &Shared) -> Result<(), Status> {
-    let mut live: std::collections::HashSet<String> = shared
-        .containers
-        .list(&ContainerFilter::default())
-        .map_err(error::container)?
-        .iter()
-        .map(|r| lease_of(r))
-        .collect();
-    // A removal not finished keeps its rootfs, so its lease.
-    live.extend(
-        shared
-            .containers
-            .pending_removals()
-            .map_err(error::container)?
-            .iter()
-            .map(lease_of),
-    );
-    let mut collect = false;
-    for holder in shared.images.lease_holders().map_err(error::image)? {
-        if holder.starts_with("container:") && !live.contains(&holder) {
-            collect |= shared.images.release(&holder).map_err(error::image)?;
-        }
-    }
-    if collect {
-        shared.images.gc().await.map_err(error::image)?;
-    }
-    Ok(())
 }
 
 fn state(s: State) -> i32 {

@@ -17,7 +17,6 @@ use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 use crate::config::Config;
 
-pub use container::reconcile_leases;
 pub use image::ImageSvc;
 pub use runtime::RuntimeSvc;
 

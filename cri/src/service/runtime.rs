@@ -12,8 +12,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, container, not_implemented, pod};
-use crate::error;
 use crate::settings::NetworkSettings;
+use crate::{error, leases};
 
 /// The CRI API version berth implements.
 pub const RUNTIME_API_VERSION: &str = "v1";
@@ -175,7 +175,9 @@ impl RuntimeService for RuntimeSvc {
                     .remove_pod(&full)
                     .await
                     .map_err(error::container)?;
-                container::release(&shared, &removed).await?;
+                leases::release(&shared.images, &removed)
+                    .await
+                    .map_err(error::image)?;
             }
             shared.pods.remove(&id).await.map_err(error::pod)
         })
@@ -273,9 +275,9 @@ impl RuntimeService for RuntimeSvc {
             let shared = self.shared.clone();
             tokio::spawn(async move {
                 if let Ok(rec) = removal.finished().await
-                    && let Err(e) = container::release(&shared, &[rec]).await
+                    && let Err(e) = leases::release(&shared.images, &[rec]).await
                 {
-                    tracing::warn!(error = %e.message(), "releasing a removed container's image lease");
+                    tracing::warn!(error = %e, "releasing a removed container's image lease");
                 }
             });
         }
