@@ -12,8 +12,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 
-use crate::bench::memory::{self, Mem};
 use crate::env::{mounts_under, scratch_dir};
+use crate::memory::{self, Mem};
 
 const CONFIG_TEMPLATE: &str = include_str!("../assets/containerd.toml.tmpl");
 const CONFLIST_TEMPLATE: &str = include_str!("../assets/bridge.conflist.tmpl");

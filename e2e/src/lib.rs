@@ -9,6 +9,7 @@ pub mod containerd;
 pub mod daemon;
 pub mod env;
 pub mod fixture;
+pub mod memory;
 pub mod netns;
 pub mod podnet;
 pub mod setup;

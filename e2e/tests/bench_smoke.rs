@@ -130,10 +130,9 @@ fn compare_runs_both_runtimes_and_cleans_up() {
         assert!(shim.is_some(), "{runtime}: no shim memory in {density}");
     }
     // No containerd shim of a private containerd is left running.
-    let shims =
-        berth_e2e::bench::memory::pids_with_flag("containerd-shim-runc-v2", "-address", |a| {
-            a.starts_with("/tmp/berth-e2e/ctrd-")
-        });
+    let shims = berth_e2e::memory::pids_with_flag("containerd-shim-runc-v2", "-address", |a| {
+        a.starts_with("/tmp/berth-e2e/ctrd-")
+    });
     assert!(shims.is_empty(), "containerd shims left: {shims:?}");
     // The private containerd left nothing on the host.
     assert_eq!(shim_sockets(), before);

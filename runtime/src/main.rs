@@ -13,6 +13,7 @@ mod exec;
 mod log;
 mod payload;
 mod rootfs;
+mod seccomp;
 mod setns_exec;
 
 use std::path::PathBuf;

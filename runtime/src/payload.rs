@@ -93,7 +93,7 @@ pub fn setup_and_exec(
     sys.close_range(0).context("close inherited fds")?;
     let nnp = p.no_new_privileges() == Some(true);
     if !nnp && let Some(seccomp) = seccomp {
-        crate::exec::load_seccomp(seccomp)?;
+        crate::seccomp::load(seccomp)?;
     }
     capabilities::reset_effective(sys.as_ref()).context("reset effective capabilities")?;
     if let Some(caps) = p.capabilities() {
@@ -109,7 +109,7 @@ pub fn setup_and_exec(
         bail!("the working directory is outside the container");
     }
     if nnp && let Some(seccomp) = seccomp {
-        crate::exec::load_seccomp(seccomp)?;
+        crate::seccomp::load(seccomp)?;
     }
     let mut env: Vec<String> = p.env().clone().unwrap_or_default();
     if !env

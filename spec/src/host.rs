@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use oci_spec::runtime::Capability;
 
-use crate::security::caps;
+use crate::caps;
 
 /// Facts about the host that change the generated spec.
 #[derive(Debug, Clone)]

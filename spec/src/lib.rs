@@ -16,6 +16,7 @@
 //! present on the host, and the pod's hosts and resolv.conf files (and shm
 //! directory) in place; a missing hostname file is skipped.
 
+pub mod caps;
 mod devices;
 mod error;
 mod host;
@@ -256,7 +257,7 @@ pub(crate) mod testutil {
         Host {
             cgroup2: true,
             swap_available: true,
-            capabilities: security::caps::all_known(),
+            capabilities: caps::all_known(),
             apparmor_enabled: false,
             kernel: (6, 1),
             dev_dir: PathBuf::from("/dev"),

@@ -7,11 +7,15 @@
 //! - [`scratch_dir`]: a fresh, short, unique directory per test (unix
 //!   socket paths under it must stay below 108 bytes).
 //! - [`busybox_rootfs`]: a container root made of Debian's busybox-static.
+//! - [`modules::module_cycles`]: the module cycles of a crate (project
+//!   policy: none).
 //!
 //! The end-to-end harness (berth-e2e) builds on these with daemons,
 //! registries and images.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod modules;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

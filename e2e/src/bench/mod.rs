@@ -6,7 +6,6 @@
 //! only checks that every scenario runs.
 
 mod containers;
-pub mod memory;
 pub mod report;
 pub mod scenario;
 pub mod stats;

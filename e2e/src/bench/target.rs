@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::memory::{self, Mem};
 use crate::containerd::Containerd;
 use crate::daemon::Berthd;
+use crate::memory::{self, Mem};
 
 /// A private berthd with its bench network (its bridge removed on drop).
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! Security: privilege, capabilities, seccomp, AppArmor, masked and
 //! read-only paths, no_new_privileges.
 
-pub mod caps;
+pub use crate::caps;
 pub(crate) mod seccomp;
 
 use k8s_cri::v1::{

@@ -370,7 +370,7 @@ pub(crate) mod eval {
 mod tests {
     use super::eval::action;
     use super::*;
-    use crate::security::caps;
+    use crate::caps;
     use oci_spec::runtime::LinuxSeccompAction::{ScmpActAllow as ALLOW, ScmpActErrno as ERRNO};
 
     const CLONE_NEWUSER: u64 = 0x1000_0000;
