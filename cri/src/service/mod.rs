@@ -53,30 +53,3 @@ pub fn image_server(shared: Arc<Shared>) -> ImageServiceServer<ImageSvc> {
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
 }
-
-/// Defines trait methods that answer UNIMPLEMENTED, in the desugared form
-/// `#[async_trait]` expects (it does not see inside macro invocations).
-macro_rules! not_implemented {
-    ($($method:ident: $req:ty => $resp:ty, $rpc:literal;)*) => {
-        $(
-            fn $method<'life0, 'async_trait>(
-                &'life0 self,
-                _request: tonic::Request<$req>,
-            ) -> ::std::pin::Pin<
-                Box<
-                    dyn ::std::future::Future<
-                            Output = Result<tonic::Response<$resp>, tonic::Status>,
-                        > + Send
-                        + 'async_trait,
-                >,
-            >
-            where
-                'life0: 'async_trait,
-                Self: 'async_trait,
-            {
-                Box::pin(::std::future::ready(Err($crate::error::not_implemented($rpc))))
-            }
-        )*
-    };
-}
-pub(crate) use not_implemented;

@@ -11,7 +11,7 @@ use k8s_cri::v1::*;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, container, not_implemented, pod};
+use super::{Shared, container, pod};
 use crate::settings::NetworkSettings;
 use crate::{error, leases};
 
@@ -367,16 +367,74 @@ impl RuntimeService for RuntimeSvc {
         }))
     }
 
-    not_implemented! {
-        exec: ExecRequest => ExecResponse, "Exec";
-        attach: AttachRequest => AttachResponse, "Attach";
-        port_forward: PortForwardRequest => PortForwardResponse, "PortForward";
-        container_stats: ContainerStatsRequest => ContainerStatsResponse, "ContainerStats";
-        list_container_stats: ListContainerStatsRequest => ListContainerStatsResponse, "ListContainerStats";
-        pod_sandbox_stats: PodSandboxStatsRequest => PodSandboxStatsResponse, "PodSandboxStats";
-        list_pod_sandbox_stats: ListPodSandboxStatsRequest => ListPodSandboxStatsResponse, "ListPodSandboxStats";
-        checkpoint_container: CheckpointContainerRequest => CheckpointContainerResponse, "CheckpointContainer";
-        list_metric_descriptors: ListMetricDescriptorsRequest => ListMetricDescriptorsResponse, "ListMetricDescriptors";
-        list_pod_sandbox_metrics: ListPodSandboxMetricsRequest => ListPodSandboxMetricsResponse, "ListPodSandboxMetrics";
+    // The capabilities these calls belong to have not landed (streaming,
+    // stats, metrics, checkpoints): kubelet sees UNIMPLEMENTED, never a
+    // fake success.
+
+    async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        Err(error::not_implemented("Exec"))
+    }
+
+    async fn attach(
+        &self,
+        _request: Request<AttachRequest>,
+    ) -> Result<Response<AttachResponse>, Status> {
+        Err(error::not_implemented("Attach"))
+    }
+
+    async fn port_forward(
+        &self,
+        _request: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        Err(error::not_implemented("PortForward"))
+    }
+
+    async fn container_stats(
+        &self,
+        _request: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        Err(error::not_implemented("ContainerStats"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _request: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        Err(error::not_implemented("ListContainerStats"))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _request: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        Err(error::not_implemented("PodSandboxStats"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _request: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        Err(error::not_implemented("ListPodSandboxStats"))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _request: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
+        Err(error::not_implemented("CheckpointContainer"))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        Err(error::not_implemented("ListMetricDescriptors"))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        Err(error::not_implemented("ListPodSandboxMetrics"))
     }
 }
