@@ -9,6 +9,8 @@
 //! also when the test fails. Traffic flows only between the host and those
 //! namespaces.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Read, Write};

@@ -8,6 +8,8 @@
 //! them (and any iptables chains it caused) in Drop guards, also on failure.
 //! Without root the tests print a message and pass, unless CI=true.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

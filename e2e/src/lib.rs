@@ -4,6 +4,8 @@
 //! A test asks for root with [`root_or_skip`]: outside CI a non-root run
 //! skips with a message; in CI (`CI=true`) it fails, never skipping silently.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 pub mod bench;
 pub mod containerd;
 pub mod daemon;

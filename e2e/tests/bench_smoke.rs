@@ -2,6 +2,8 @@
 //! alone and side by side with containerd. No number is asserted. The list
 //! and density scenarios run with 3 pods instead of their 20 to 250.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::process::Command;
 
 use berth_e2e::bench::Scenario;

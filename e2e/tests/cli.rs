@@ -1,5 +1,7 @@
 //! The `berth` command line against a real berthd.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::process::{Command, Output};
 
 use berth_e2e::{Berthd, bin_path, root_or_skip};

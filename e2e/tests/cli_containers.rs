@@ -1,6 +1,8 @@
 //! The berth CLI's container commands against a real berthd, as root:
 //! import, run, ps, logs, exec-sync, stop, rm, create/start, inspect.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::fs;
 use std::process::{Command, Output};
 

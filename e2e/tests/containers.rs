@@ -3,6 +3,8 @@
 //! and each OCI runtime handler (berth-runtime, runc) running the same
 //! checks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! berthd as a process: startup, the socket, the lock, signals, the store
 //! across kill -9, readiness reporting, bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;

@@ -15,6 +15,8 @@
 //! scanner did see the processes in question, and that the host's
 //! binaries hash the same before and after.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! Images are pushed to a real docker-registry and fetched back with
 //! oci-client (a second, independent client), then checked byte for byte.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::time::Instant;

@@ -1,6 +1,8 @@
 //! The CRI ImageService against a real registry (Debian's docker-registry
 //! on 127.0.0.1), with images built from Debian's busybox packages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

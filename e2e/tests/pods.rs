@@ -2,6 +2,8 @@
 //! through real CNI plugins (Debian's bridge + host-local + portmap, and
 //! berth's own berth-bridge), on each test's own bridge and subnet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};

@@ -1,6 +1,8 @@
 //! Project policy written as tests: what a reviewer would otherwise have to
 //! remember. No root needed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::path::{Path, PathBuf};
 
 /// The workspace's crate directories, from its Cargo.toml.

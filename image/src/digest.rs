@@ -75,7 +75,7 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 /// The chain ID of a layer stack (OCI image spec): the first layer's is its
-/// diff ID; each next is sha256("<parent chain id> <diff id>").
+/// diff ID; each next is `sha256("<parent chain id> <diff id>")`.
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
     for d in diff_ids {

@@ -1,4 +1,4 @@
-//! /proc/<pid>/mountinfo, one [`Entry`] per line (proc(5)): the fields
+//! `/proc/<pid>/mountinfo`, one [`Entry`] per line (proc(5)): the fields
 //! berth reads, paths unescaped. No dependencies: berth-runtime, the spec
 //! generator, the image store and the tests all read mount tables.
 

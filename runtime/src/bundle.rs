@@ -88,7 +88,7 @@ impl Sidecar {
 pub struct Meta {
     /// The bundle the caller gave to `create`.
     pub bundle: Option<PathBuf>,
-    /// Start time of the init (field 22 of /proc/<pid>/stat).
+    /// Start time of the init (field 22 of `/proc/<pid>/stat`).
     pub init_start: Option<u64>,
 }
 

@@ -1,4 +1,4 @@
-//! The cgroup directories a process is in, read from /proc/<pid>/cgroup and
+//! The cgroup directories a process is in, read from `/proc/<pid>/cgroup` and
 //! this process's mountinfo: what an exec joins to be where the container's
 //! init is.
 //!

@@ -54,7 +54,7 @@ pub struct ExecArgs {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     tty: bool,
-    /// UID[:GID] to run as.
+    /// `UID[:GID]` to run as.
     #[arg(short, long)]
     user: Option<String>,
     /// Pass N extra fds (from 3) to the process.

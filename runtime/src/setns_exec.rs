@@ -108,7 +108,7 @@ impl CgroupJoin {
     }
 }
 
-/// The namespaces this path joins (OCI type, /proc/<pid>/ns file, flag),
+/// The namespaces this path joins (OCI type, `/proc/<pid>/ns` file, flag),
 /// in the order the child joins them: mount last, since once in it /proc
 /// and the cgroup paths are the container's. Any other type listed in the
 /// spec sends the exec to libcontainer.

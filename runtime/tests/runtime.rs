@@ -2,6 +2,8 @@
 //! a cgroup per test, stdio as pipes. The test process is a child subreaper
 //! so container inits are reparented to it and reaped here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsFd;

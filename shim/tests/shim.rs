@@ -1,5 +1,7 @@
 //! berth-shim against real containers (runc, busybox), as root.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 mod common;
 
 use std::fs;

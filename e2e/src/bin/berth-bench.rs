@@ -1,6 +1,8 @@
 //! berth-bench: CRI benchmarks, against berth, containerd, or any endpoint,
 //! and side by side (`compare`). See BENCHMARKS.md for the method.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -7,6 +7,8 @@
 //! symlinks, `sh` as its command), as an OCI image layout archive that
 //! `berth image import` loads.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
