@@ -51,6 +51,10 @@ pub struct SandboxView {
 #[derive(Debug)]
 pub struct CreateRequest<'a> {
     pub pod: &'a SandboxView,
+    /// The container's name and attempt (its metadata, checked by the
+    /// caller): they reserve the name in the pod.
+    pub name: String,
+    pub attempt: u32,
     pub config: ContainerConfig,
     pub sandbox_config: PodSandboxConfig,
     pub image: ImageInfo,
@@ -60,14 +64,6 @@ impl Containers {
     /// CreateContainer. Any failure unwinds what was done.
     pub async fn create(&self, req: CreateRequest<'_>) -> Result<String, RuntimeError> {
         let pod = req.pod;
-        let meta = req
-            .config
-            .metadata
-            .clone()
-            .filter(|m| !m.name.is_empty())
-            .ok_or_else(|| {
-                RuntimeError::InvalidArgument("container metadata.name is required".into())
-            })?;
         if !pod.ready {
             return Err(RuntimeError::FailedPrecondition(format!(
                 "pod sandbox {} is not ready",
@@ -84,7 +80,7 @@ impl Containers {
         let log_path = resolve_log_path(&pod.log_directory, &req.config.log_path)?;
         let stop_signal = berth_spec::stop_signal(&req.image.config)?;
         let id = new_id();
-        let key = reservation_key(&meta.name, meta.attempt, &pod.id);
+        let key = reservation_key(&req.name, req.attempt, &pod.id);
         let cgroups_path =
             berth_cgroups::container_cgroup_path(self.inner.driver, &pod.cgroup, &id);
         let mut rec = ContainerRecord {
@@ -122,7 +118,7 @@ impl Containers {
         let reserved = self.inner.store.write_unsynced(|tx| {
             if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
                 return Err(RuntimeError::AlreadyExists {
-                    name: meta.name.clone(),
+                    name: req.name.clone(),
                     id: other,
                 });
             }
@@ -155,7 +151,7 @@ impl Containers {
                 rec.pid = pid;
                 rec.user = Some(user);
                 self.inner.store.put(&CONTAINERS, &id, &rec)?;
-                tracing::info!(container_id = %id, pod_id = %pod.id, name = %meta.name, "container created");
+                tracing::info!(container_id = %id, pod_id = %pod.id, name = %req.name, "container created");
                 Ok(id)
             }
             Err(e) => {

@@ -15,3 +15,4 @@ pub mod notify;
 pub mod service;
 pub mod settings;
 pub mod socket;
+pub mod validate;

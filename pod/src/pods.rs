@@ -116,17 +116,9 @@ impl<N: PodNetwork> Pods<N> {
     }
 
     fn validate(&self, spec: &SandboxSpec) -> Result<(), PodError> {
+        // Metadata, hostname and DNS config are checked at the API edge
+        // (berth-cri's validate); here what needs this crate's config.
         let bad = |m: String| Err(PodError::InvalidArgument(m));
-        let m = &spec.metadata;
-        if m.name.is_empty() || m.uid.is_empty() || m.namespace.is_empty() {
-            return bad("metadata.name, metadata.uid and metadata.namespace are required".into());
-        }
-        if !spec.hostname.is_empty() {
-            files::validate_hostname(&spec.hostname).map_err(PodError::InvalidArgument)?;
-        }
-        if let Some(d) = &spec.dns {
-            files::validate_dns(d).map_err(PodError::InvalidArgument)?;
-        }
         let ns = spec.namespaces;
         // A pod-wide PID namespace (pid = POD) has no process until a
         // container starts; it is created with the pod's first container.

@@ -22,24 +22,19 @@ fn invalid(msg: impl Into<String>) -> Status {
 /// CreateContainer: pod ready, image present (leased), then the runtime.
 pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Result<String, Status> {
     let config = r.config.ok_or_else(|| error::missing("config"))?;
-    let meta = config
-        .metadata
-        .clone()
-        .filter(|m| !m.name.is_empty())
-        .ok_or_else(|| error::missing("config.metadata.name"))?;
+    let (name, attempt) = crate::validate::container(&config)?;
     let image_name = config
         .image
         .as_ref()
         .map(|i| i.image.clone())
-        .filter(|i| !i.is_empty())
-        .ok_or_else(|| error::missing("config.image.image"))?;
+        .unwrap_or_default();
     let pod = shared.pods.status(&r.pod_sandbox_id).map_err(error::pod)?;
     let found = shared
         .images
         .resolve(&image_name)
         .map_err(error::image)?
         .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found")))?;
-    let lease = leases::take(&shared.images, &pod.id, &meta.name, meta.attempt, &found.id)
+    let lease = leases::take(&shared.images, &pod.id, &name, attempt, &found.id)
         .await
         .map_err(error::image)?;
     let image = &lease.image;
@@ -65,6 +60,8 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
         .containers
         .create(CreateRequest {
             pod: &view,
+            name,
+            attempt,
             config,
             sandbox_config: r.sandbox_config.unwrap_or_default(),
             image: info,

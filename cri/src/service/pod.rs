@@ -45,6 +45,7 @@ pub fn spec_from(
     handler: String,
 ) -> Result<SandboxSpec, Status> {
     let c = config.ok_or_else(|| invalid("config is required"))?;
+    crate::validate::pod(&c, &handler)?;
     let m = c
         .metadata
         .ok_or_else(|| invalid("config.metadata is required"))?;
