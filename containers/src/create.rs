@@ -65,10 +65,7 @@ impl Containers {
     pub async fn create(&self, req: CreateRequest<'_>) -> Result<String, RuntimeError> {
         let pod = req.pod;
         if !pod.ready {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "pod sandbox {} is not ready",
-                pod.id
-            )));
+            return Err(RuntimeError::PodNotReady(pod.id.clone()));
         }
         let runtime = self.runtime_for(&pod.runtime_handler)?;
         let handler = self
@@ -117,7 +114,7 @@ impl Containers {
         };
         let reserved = self.inner.store.write_unsynced(|tx| {
             if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
-                return Err(RuntimeError::AlreadyExists {
+                return Err(RuntimeError::NameTaken {
                     name: req.name.clone(),
                     id: other,
                 });
@@ -128,7 +125,7 @@ impl Containers {
         });
         let mounted = match mounting.await {
             Ok(r) => r.map_err(|e| RuntimeError::io("container rootfs", e)),
-            Err(e) => Err(RuntimeError::Runtime(e.to_string())),
+            Err(e) => Err(RuntimeError::Task(e.to_string())),
         };
         if let Err(e) = reserved {
             if let Err(re) = tokio::task::spawn_blocking(move || rootfs::remove(&layout))
@@ -200,8 +197,10 @@ impl Containers {
                 additional_gids: Vec::new(),
             });
         let bundle = layout.bundle();
-        let json = serde_json::to_vec(&spec)
-            .map_err(|e| RuntimeError::Runtime(format!("serializing the OCI spec: {e}")))?;
+        let json = serde_json::to_vec(&spec).map_err(|e| RuntimeError::Corrupt {
+            path: bundle.join("config.json"),
+            message: format!("serializing the OCI spec: {e}"),
+        })?;
         std::fs::write(bundle.join("config.json"), json)
             .map_err(|e| RuntimeError::io("writing config.json", e))?;
         // The pod's shim, when this starts it, runs the runtime from it.
@@ -226,9 +225,7 @@ impl Containers {
             .await?;
         match created {
             Response::Created { pid } => Ok((pid, user)),
-            other => Err(RuntimeError::Runtime(format!(
-                "unexpected shim answer {other:?}"
-            ))),
+            other => Err(RuntimeError::unexpected(&pod.id, other)),
         }
     }
 
@@ -267,9 +264,10 @@ pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>
         return Ok(None);
     }
     if log_dir.is_empty() || !log_dir.starts_with('/') {
-        return Err(RuntimeError::InvalidArgument(format!(
-            "log_path {log_path:?} needs an absolute pod log_directory (got {log_dir:?})"
-        )));
+        return Err(RuntimeError::BadLogPath {
+            path: log_path.to_owned(),
+            reason: format!("needs an absolute pod log_directory (got {log_dir:?})"),
+        });
     }
     let rel = Path::new(log_path);
     let bad = rel.is_absolute()
@@ -280,9 +278,10 @@ pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>
             )
         });
     if bad {
-        return Err(RuntimeError::InvalidArgument(format!(
-            "log_path {log_path:?} must be relative to the pod's log directory and stay inside it"
-        )));
+        return Err(RuntimeError::BadLogPath {
+            path: log_path.to_owned(),
+            reason: "must be relative to the pod's log directory and stay inside it".into(),
+        });
     }
     Ok(Some(Path::new(log_dir).join(rel)))
 }
@@ -300,7 +299,7 @@ mod tests {
         );
         for bad in ["../x.log", "web/../../x.log", "/etc/passwd"] {
             let e = resolve_log_path("/var/log/pods/x", bad).unwrap_err();
-            assert!(matches!(e, RuntimeError::InvalidArgument(_)), "{bad}: {e}");
+            assert!(matches!(e, RuntimeError::BadLogPath { .. }), "{bad}: {e}");
         }
         assert!(resolve_log_path("", "a.log").is_err());
         assert!(resolve_log_path("relative", "a.log").is_err());

@@ -28,21 +28,25 @@ impl Containers {
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
         if cmd.is_empty() {
-            return Err(RuntimeError::InvalidArgument("cmd is required".into()));
+            return Err(RuntimeError::EmptyCommand);
         }
         let id = self.must_resolve(id)?;
         let rec = self.get(&id)?;
         if rec.state != State::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {id} is not running"
-            )));
+            return Err(RuntimeError::WrongState {
+                id,
+                state: rec.state,
+                wanted: "running",
+            });
         }
         let bundle = Layout::new(&self.inner.paths.containers, &id).bundle();
         let spec: oci_spec::runtime::Spec = read_json(&bundle.join("config.json"))?;
         let process = berth_spec::process_for_exec(&spec, cmd)?;
         let file = bundle.join(format!("exec-{}.json", &new_id()[..16]));
-        let json = serde_json::to_vec(&process)
-            .map_err(|e| RuntimeError::Runtime(format!("serializing the exec process: {e}")))?;
+        let json = serde_json::to_vec(&process).map_err(|e| RuntimeError::Corrupt {
+            path: file.clone(),
+            message: format!("serializing the exec process: {e}"),
+        })?;
         std::fs::write(&file, json).map_err(|e| RuntimeError::io("writing the exec process", e))?;
         let answer = self
             .inner
@@ -62,9 +66,11 @@ impl Containers {
         match answer? {
             Response::ExecResult {
                 timed_out: true, ..
-            } => Err(RuntimeError::DeadlineExceeded(format!(
-                "command {cmd:?} in container {id} timed out after {timeout:?}"
-            ))),
+            } => Err(RuntimeError::ExecTimedOut {
+                id,
+                cmd: cmd.to_vec(),
+                timeout,
+            }),
             Response::ExecResult {
                 exit_code,
                 stdout,
@@ -75,9 +81,7 @@ impl Containers {
                 stdout,
                 stderr,
             }),
-            other => Err(RuntimeError::Runtime(format!(
-                "unexpected shim answer {other:?}"
-            ))),
+            other => Err(RuntimeError::unexpected(&rec.pod_id, other)),
         }
     }
 }

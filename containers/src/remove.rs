@@ -26,7 +26,7 @@ impl Removal {
     pub async fn finished(self) -> Result<ContainerRecord, RuntimeError> {
         self.done
             .await
-            .map_err(|e| RuntimeError::Runtime(format!("removal task: {e}")))??;
+            .map_err(|e| RuntimeError::Task(format!("removal: {e}")))??;
         Ok(self.record)
     }
 }
@@ -102,7 +102,7 @@ impl Containers {
         let layout = Layout::new(&self.inner.paths.containers, id);
         tokio::task::spawn_blocking(move || rootfs::remove(&layout))
             .await
-            .map_err(|e| RuntimeError::Runtime(e.to_string()))?
+            .map_err(|e| RuntimeError::Task(e.to_string()))?
             .map_err(|e| RuntimeError::io("removing container rootfs", e))?;
         self.inner.store.write(|tx| {
             tx.delete(&CONTAINER_REMOVALS, id)?;
@@ -198,21 +198,18 @@ impl Containers {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        let failed = |message: String| RuntimeError::Runtime {
+            runtime: rt.path.clone(),
+            action: format!("delete --force {}", rec.id),
+            message,
+        };
         let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
             .await
-            .map_err(|_| {
-                RuntimeError::Runtime(format!("{} delete: no exit within 30s", rt.path.display()))
-            })?
-            .map_err(|e| RuntimeError::Runtime(format!("running {}: {e}", rt.path.display())))?;
+            .map_err(|_| failed("no exit within 30s".into()))?
+            .map_err(|e| failed(format!("running it: {e}")))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            return Err(RuntimeError::Runtime(format!(
-                "{} delete --force {}: {}: {}",
-                rt.path.display(),
-                rec.id,
-                out.status,
-                err.trim()
-            )));
+            return Err(failed(format!("{}: {}", out.status, err.trim())));
         }
         Ok(())
     }

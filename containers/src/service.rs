@@ -76,16 +76,19 @@ impl Containers {
         } else {
             config.shim_path.as_str()
         };
-        let shim_bin = find_binary(shim_name).ok_or_else(|| RuntimeError::Shim {
-            pod_id: String::new(),
-            message: format!("shim binary {shim_name:?} not found (next to berthd or in $PATH)"),
-        })?;
+        let shim_bin = find_binary(shim_name)
+            .ok_or_else(|| RuntimeError::ShimMissing(shim_name.to_owned()))?;
         let min_oom_score_adj = std::fs::read_to_string("/proc/self/oom_score_adj")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
-        let rlimits = berth_spec::rlimits::parse_rlimits(&config.default_rlimits)
-            .map_err(RuntimeError::InvalidArgument)?;
+        let rlimits =
+            berth_spec::rlimits::parse_rlimits(&config.default_rlimits).map_err(|reason| {
+                RuntimeError::Config {
+                    key: "default_rlimits",
+                    reason,
+                }
+            })?;
         let shims = Shims::new(shim_bin, paths.state.join("shims"));
         // kubelet lists containers every second: keep them decoded.
         store.cache(&CONTAINERS)?;
@@ -138,18 +141,19 @@ impl Containers {
 
     /// The proto's runtime description for a handler.
     pub(crate) fn runtime_for(&self, handler: &str) -> Result<proto::Runtime, RuntimeError> {
-        let (name, h) = self.inner.config.handler(handler).ok_or_else(|| {
-            RuntimeError::InvalidArgument(format!("no runtime handler {handler:?} configured"))
-        })?;
+        let (name, h) = self
+            .inner
+            .config
+            .handler(handler)
+            .ok_or_else(|| RuntimeError::NoHandler(handler.to_owned()))?;
         let bin = if h.path.is_empty() {
             BUILTIN_RUNTIME
         } else {
             h.path.as_str()
         };
-        let path = find_binary(bin).ok_or_else(|| {
-            RuntimeError::Runtime(format!(
-                "runtime handler {name:?}: binary {bin:?} not found (next to berthd or in $PATH)"
-            ))
+        let path = find_binary(bin).ok_or_else(|| RuntimeError::HandlerMissing {
+            handler: name.to_owned(),
+            binary: bin.to_owned(),
         })?;
         let root = if h.root.is_empty() {
             self.inner.paths.state.join("runtime").join(name)
@@ -175,9 +179,7 @@ impl Containers {
     /// A full id from a full id or a unique prefix.
     pub fn resolve_id(&self, id: &str) -> Result<Option<String>, RuntimeError> {
         if id.is_empty() {
-            return Err(RuntimeError::InvalidArgument(
-                "container_id is required".into(),
-            ));
+            return Err(RuntimeError::IdRequired);
         }
         // A full id (what kubelet sends) is a cache hit.
         if self.inner.store.get_shared(&CONTAINERS, id)?.is_some() {
@@ -186,9 +188,7 @@ impl Containers {
         match self.inner.store.resolve_prefix(&CONTAINERS, id)? {
             Prefix::None => Ok(None),
             Prefix::One(full) => Ok(Some(full)),
-            Prefix::Ambiguous => Err(RuntimeError::InvalidArgument(format!(
-                "container id prefix {id:?} matches more than one container"
-            ))),
+            Prefix::Ambiguous => Err(RuntimeError::AmbiguousId(id.to_owned())),
         }
     }
 
@@ -257,6 +257,8 @@ impl Containers {
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, RuntimeError> {
     let bytes =
         std::fs::read(p).map_err(|e| RuntimeError::io(format!("reading {}", p.display()), e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| RuntimeError::Runtime(format!("{}: {e}", p.display())))
+    serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Corrupt {
+        path: p.to_owned(),
+        message: e.to_string(),
+    })
 }

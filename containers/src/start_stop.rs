@@ -21,10 +21,11 @@ impl Containers {
         let _g = lock.lock().await;
         let mut rec = self.get(&id)?;
         if rec.state != State::Created {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {id} is {:?}, not created",
-                rec.state
-            )));
+            return Err(RuntimeError::WrongState {
+                id,
+                state: rec.state,
+                wanted: "created",
+            });
         }
         // Taken before the call: a process may exit before start returns.
         let started_at = now_ns();
@@ -173,9 +174,7 @@ impl Containers {
         match tokio::time::timeout(timeout, wait).await {
             Err(_) => Ok(None),
             Ok(Ok(Response::Exited(e))) => Ok(Some(e)),
-            Ok(Ok(other)) => Err(RuntimeError::Runtime(format!(
-                "unexpected shim answer {other:?}"
-            ))),
+            Ok(Ok(other)) => Err(RuntimeError::unexpected(pod_id, other)),
             Ok(Err(e)) => Err(e),
         }
     }
@@ -223,10 +222,10 @@ impl Containers {
         if exit.is_none() {
             exit = self.wait_exit(&rec.pod_id, &rec.id, KILL_WAIT).await?;
             if exit.is_none() {
-                return Err(RuntimeError::Runtime(format!(
-                    "container {} did not exit {KILL_WAIT:?} after SIGKILL",
-                    rec.id
-                )));
+                return Err(RuntimeError::Unkillable {
+                    id: rec.id.clone(),
+                    waited: KILL_WAIT,
+                });
             }
         }
         apply_exit(rec, exit);

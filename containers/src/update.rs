@@ -22,9 +22,11 @@ impl Containers {
         let _g = lock.lock().await;
         let mut rec = self.get(&id)?;
         if !matches!(rec.state, State::Created | State::Running) {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {id} is not running"
-            )));
+            return Err(RuntimeError::WrongState {
+                id,
+                state: rec.state,
+                wanted: "created or running",
+            });
         }
         let oci = berth_spec::linux_resources(resources)?;
         let bundle = Layout::new(&self.inner.paths.containers, &id).bundle();
@@ -42,15 +44,18 @@ impl Containers {
             .arg(&id)
             .output()
             .await
-            .map_err(|e| {
-                RuntimeError::Runtime(format!("running {}: {e}", runtime.path.display()))
+            .map_err(|e| RuntimeError::Runtime {
+                runtime: runtime.path.clone(),
+                action: "update".into(),
+                message: format!("running it: {e}"),
             })?;
         let _ = std::fs::remove_file(&file);
         if !out.status.success() {
-            return Err(RuntimeError::Runtime(format!(
-                "update: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+            return Err(RuntimeError::Runtime {
+                runtime: runtime.path.clone(),
+                action: "update".into(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
         }
         let mut cfg = (*rec.config()).clone();
         cfg.linux.get_or_insert_default().resources = Some(resources.clone());
@@ -65,9 +70,11 @@ impl Containers {
         let id = self.must_resolve(id)?;
         let rec = self.get(&id)?;
         if rec.state != State::Running {
-            return Err(RuntimeError::FailedPrecondition(format!(
-                "container {id} is not running"
-            )));
+            return Err(RuntimeError::WrongState {
+                id,
+                state: rec.state,
+                wanted: "running",
+            });
         }
         self.inner
             .shims

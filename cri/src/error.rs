@@ -52,23 +52,57 @@ pub fn pod(e: berth_pod::PodError) -> Status {
         E::InvalidArgument(_) => Status::invalid_argument(msg),
         E::AlreadyExists { .. } => Status::already_exists(msg),
         E::NotFound(_) => Status::not_found(msg),
-        E::Network(_) => Status::unknown(msg),
+        E::Network(berth_pod::NetworkError::NotReady(_)) => Status::failed_precondition(msg),
+        E::Network(berth_pod::NetworkError::Invalid(_)) => Status::invalid_argument(msg),
+        E::Network(berth_pod::NetworkError::Failed(_)) => Status::internal(msg),
         E::Namespaces(_) | E::Cgroup { .. } | E::Files(_) => Status::internal(msg),
         E::Store(s) => store(s),
     }
 }
 
-/// Container errors.
+/// Container errors: the client's mistakes as InvalidArgument, NotFound,
+/// AlreadyExists or FailedPrecondition (what kubelet acts on), berth's or
+/// the node's failures as Internal.
 pub fn container(e: berth_containers::RuntimeError) -> Status {
     use berth_containers::RuntimeError as E;
+    use berth_shim::proto::ErrorKind as K;
     let msg = e.to_string();
     match e {
-        E::InvalidArgument(_) => Status::invalid_argument(msg),
-        E::AlreadyExists { .. } => Status::already_exists(msg),
+        E::NoHandler(_)
+        | E::IdRequired
+        | E::AmbiguousId(_)
+        | E::BadLogPath { .. }
+        | E::EmptyCommand
+        | E::ShimRefused {
+            kind: K::Invalid, ..
+        } => Status::invalid_argument(msg),
+        E::Spec(s) if s.is_invalid_argument() => Status::invalid_argument(msg),
+        E::NameTaken { .. } => Status::already_exists(msg),
         E::NotFound(_) => Status::not_found(msg),
-        E::FailedPrecondition(_) => Status::failed_precondition(msg),
-        E::DeadlineExceeded(_) => Status::deadline_exceeded(msg),
-        E::Runtime(_) | E::Shim { .. } | E::Io { .. } => Status::unknown(msg),
+        E::PodNotReady(_)
+        | E::WrongState { .. }
+        | E::HandlerMissing { .. }
+        | E::ShimMissing(_)
+        | E::ShimRefused {
+            kind: K::InvalidState | K::AlreadyExists | K::NotFound,
+            ..
+        } => Status::failed_precondition(msg),
+        E::ExecTimedOut { .. } => Status::deadline_exceeded(msg),
         E::Store(s) => store(s),
+        E::Spec(_)
+        | E::Config { .. }
+        | E::Runtime { .. }
+        | E::ShimRefused {
+            kind: K::Runtime | K::Io,
+            ..
+        }
+        | E::Shim { .. }
+        | E::Unkillable { .. }
+        | E::Corrupt { .. }
+        | E::Io { .. }
+        | E::Task(_) => {
+            tracing::warn!(error = %msg, "container call failed");
+            Status::internal(msg)
+        }
     }
 }

@@ -45,7 +45,7 @@ pub async fn take(
 /// After a failed create: the lease goes, unless the create failed because
 /// the name is another container's (whose lease this is).
 pub fn create_failed(images: &Images, taken: &Taken, err: &RuntimeError) {
-    if matches!(err, RuntimeError::AlreadyExists { .. }) {
+    if matches!(err, RuntimeError::NameTaken { .. }) {
         return;
     }
     if let Err(e) = images.release(&taken.holder) {

@@ -3,8 +3,10 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use berth_cni::client::{Attachment, Bandwidth, ClientConfig, Cni, Dns, PortMapping, Protocol};
-use berth_pod::{NetRequest, PodNetwork};
+use berth_cni::client::{
+    Attachment, Bandwidth, ClientConfig, Cni, CniError, Dns, PortMapping, Protocol,
+};
+use berth_pod::{NetRequest, NetworkError, PodNetwork};
 
 #[derive(Debug)]
 pub struct CniNetwork {
@@ -98,24 +100,33 @@ fn attachment(req: &NetRequest<'_>) -> Attachment {
     a
 }
 
+/// A CNI failure in the pod network's terms: no network (yet) is not
+/// ready, an unusable attachment invalid, anything else a failure.
+fn network_error(e: CniError) -> NetworkError {
+    match e {
+        CniError::NoNetwork(_) | CniError::PluginNotFound { .. } => {
+            NetworkError::NotReady(Box::new(e))
+        }
+        CniError::InvalidAttachment { .. } => NetworkError::Invalid(Box::new(e)),
+        e => NetworkError::Failed(Box::new(e)),
+    }
+}
+
 impl PodNetwork for CniNetwork {
-    async fn setup(&self, req: NetRequest<'_>) -> Result<Vec<IpAddr>, String> {
+    async fn setup(&self, req: NetRequest<'_>) -> Result<Vec<IpAddr>, NetworkError> {
         berth_cni::client::set_loopback_up(req.netns)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(network_error)?;
         let result = self
             .cni
             .add(&attachment(&req))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(network_error)?;
         Ok(result.pod_ips())
     }
 
-    async fn teardown(&self, req: NetRequest<'_>) -> Result<(), String> {
-        self.cni
-            .del(&attachment(&req))
-            .await
-            .map_err(|e| e.to_string())
+    async fn teardown(&self, req: NetRequest<'_>) -> Result<(), NetworkError> {
+        self.cni.del(&attachment(&req)).await.map_err(network_error)
     }
 }
 

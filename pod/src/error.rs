@@ -2,6 +2,22 @@
 
 use crate::ns::NsError;
 
+/// Why the pod network ([`crate::PodNetwork`]) failed, in the terms a
+/// client can act on; the implementation's own error is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The node has no usable network yet (no config, a plugin missing):
+    /// kubelet waits for NetworkReady.
+    #[error("{0}")]
+    NotReady(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The pod's network settings cannot be used.
+    #[error("{0}")]
+    Invalid(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The network plugin failed.
+    #[error("{0}")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
     /// The request is malformed (missing metadata, bad sysctl, DNS, ...).
@@ -12,9 +28,9 @@ pub enum PodError {
     AlreadyExists { name: String, id: String },
     #[error("pod sandbox {0} not found")]
     NotFound(String),
-    /// The network plugin failed (its message included).
+    /// The pod network could not attach or detach the pod.
     #[error("pod network: {0}")]
-    Network(String),
+    Network(#[from] NetworkError),
     #[error(transparent)]
     Namespaces(#[from] NsError),
     #[error("pod cgroup {path}: {source}")]

@@ -12,6 +12,6 @@ pub mod spec;
 pub mod sysctl;
 
 pub use config::{CgroupDriver, Config};
-pub use error::PodError;
+pub use error::{NetworkError, PodError};
 pub use pods::{Dirs, NetRequest, PodFilter, PodNetwork, Pods};
 pub use spec::*;

@@ -17,7 +17,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tokio::sync::Mutex;
 
 use crate::config::Config;
-use crate::error::PodError;
+use crate::error::{NetworkError, PodError};
 use crate::files;
 use crate::ns::{self, NsRequest};
 use crate::spec::{NsMode, SandboxRecord, SandboxSpec, SandboxState};
@@ -41,9 +41,12 @@ pub trait PodNetwork: Send + Sync + 'static {
     fn setup(
         &self,
         req: NetRequest<'_>,
-    ) -> impl Future<Output = Result<Vec<IpAddr>, String>> + Send;
+    ) -> impl Future<Output = Result<Vec<IpAddr>, NetworkError>> + Send;
     /// Detaches the pod; must succeed when it was never attached.
-    fn teardown(&self, req: NetRequest<'_>) -> impl Future<Output = Result<(), String>> + Send;
+    fn teardown(
+        &self,
+        req: NetRequest<'_>,
+    ) -> impl Future<Output = Result<(), NetworkError>> + Send;
 }
 
 /// Filter for [`Pods::list`].
