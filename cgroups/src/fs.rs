@@ -89,9 +89,15 @@ impl Cgroups {
     }
 
     /// Removes the leaf `rel` everywhere; parents stay (kubelet's, or
-    /// shared). Absent is fine. It must hold no processes.
+    /// shared). Absent is fine. It must hold no processes. On a hybrid host
+    /// also the leaf in the `unified` hierarchy, which berth does not
+    /// create but runc does (for its containers, below the pod's path).
     pub fn remove(&self, rel: &str) -> io::Result<()> {
-        for d in self.dirs(rel)? {
+        let mut dirs = self.dirs(rel)?;
+        if self.hierarchy == Hierarchy::Hybrid {
+            dirs.push(self.root.join("unified").join(rel.trim_start_matches('/')));
+        }
+        for d in dirs {
             match fs::remove_dir(&d) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&d, e)),
                 _ => {}
@@ -233,5 +239,25 @@ mod tests {
         );
         assert!(root.path().join("memory/berth/berth-p").is_dir());
         assert!(cg.exists("/berth/berth-p"));
+    }
+
+    #[test]
+    fn removing_on_a_hybrid_host_takes_the_unified_leaf_too() {
+        let d = tempfile::tempdir().unwrap();
+        for h in ["memory", "pids", "unified"] {
+            fs::create_dir(d.path().join(h)).unwrap();
+        }
+        let cg = Cgroups::new(d.path(), Hierarchy::Hybrid);
+        cg.create("/berth/berth-p1").unwrap();
+        assert!(d.path().join("memory/berth/berth-p1").is_dir());
+        assert!(!d.path().join("unified/berth").exists());
+        // runc made the pod's path in the unified hierarchy for a container.
+        fs::create_dir_all(d.path().join("unified/berth/berth-p1")).unwrap();
+        cg.remove("/berth/berth-p1").unwrap();
+        for h in ["memory", "pids", "unified"] {
+            assert!(!d.path().join(h).join("berth/berth-p1").exists(), "{h}");
+        }
+        // Absent everywhere is fine.
+        cg.remove("/berth/berth-p1").unwrap();
     }
 }
