@@ -81,6 +81,18 @@ pub fn is_holder(pid: u32, pod_id: &str) -> bool {
     args.len() >= 3 && args[1] == HOLDER_ARG.as_bytes() && args[2] == pod_id.as_bytes()
 }
 
+/// The pids of every running holder of `pod_id`, found by their command
+/// line (`berth-shim pause <pod-id>`): those a crash left unrecorded too.
+pub fn find_holders(pod_id: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_holder(*pid, pod_id))
+        .collect()
+}
+
 /// Kills the holder (and with it every process left in the namespace) and
 /// reaps it when it is berthd's child. A holder already gone is fine.
 pub fn stop_holder(pid: u32, pod_id: &str) {

@@ -13,12 +13,12 @@ use berth_process::sealed::SealedExe;
 use berth_store::{Prefix, Store, Table};
 use berth_util::id::new_id;
 use berth_util::time::now_ns;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use tokio::sync::Mutex;
 
 use crate::config::Config;
 use crate::error::{NetworkError, PodError};
 use crate::files;
+use crate::kernel::{HostKernel, PodKernel};
 use crate::ns::{self, NsRequest};
 use crate::spec::{NsMode, SandboxRecord, SandboxSpec, SandboxState};
 use berth_cgroups::{Cgroups, pod_cgroup_path};
@@ -75,9 +75,8 @@ pub struct Pods<N> {
     network: N,
     /// The node's resolv.conf, for pods without DNS config.
     host_resolv: PathBuf,
-    /// A sealed copy of `berth-shim`, whose `pause` mode holds shared PID
-    /// namespaces.
-    holder_exe: Option<Arc<SealedExe>>,
+    /// Namespaces, the PID-namespace holder, /dev/shm.
+    kernel: Arc<dyn PodKernel>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
@@ -90,7 +89,7 @@ impl<N: PodNetwork> Pods<N> {
             dirs,
             network,
             host_resolv: PathBuf::from("/etc/resolv.conf"),
-            holder_exe: None,
+            kernel: Arc::new(HostKernel::default()),
             locks: Default::default(),
         }
     }
@@ -98,7 +97,13 @@ impl<N: PodNetwork> Pods<N> {
     /// A sealed copy of the binary that holds shared PID namespaces
     /// (`berth-shim`). Without it, pods asking for pid = POD are refused.
     pub fn with_pid_holder(mut self, exe: Arc<SealedExe>) -> Self {
-        self.holder_exe = Some(exe);
+        self.kernel = Arc::new(HostKernel::new(Some(exe)));
+        self
+    }
+
+    /// Runs pods on `kernel` instead of the host's (the unit tests' fake).
+    pub fn with_kernel(mut self, kernel: Arc<dyn PodKernel>) -> Self {
+        self.kernel = kernel;
         self
     }
 
@@ -168,6 +173,7 @@ impl<N: PodNetwork> Pods<N> {
             ips: Vec::new(),
             shm: (ns.ipc != NsMode::Node).then(|| files_dir.join("shm")),
             pid_holder: None,
+            incomplete: false,
             files_dir,
             spec,
         })
@@ -201,12 +207,21 @@ impl<N: PodNetwork> Pods<N> {
             }
             Err(e) => {
                 tracing::warn!(pod_id = %id, error = %e, "pod sandbox setup failed; unwinding");
-                self.teardown_all(&rec).await;
-                self.store.write(|tx| {
-                    tx.delete(&PODS, &id)?;
-                    tx.delete(&POD_NAMES, &key)?;
-                    Ok::<(), PodError>(())
-                })?;
+                match self.teardown_all(&rec).await {
+                    Ok(()) => self.store.write(|tx| {
+                        tx.delete(&PODS, &id)?;
+                        tx.delete(&POD_NAMES, &key)?;
+                        Ok::<(), PodError>(())
+                    })?,
+                    // What could not be undone stays recorded: the sandbox is
+                    // listed NotReady, and RemovePodSandbox (or the next
+                    // start) tries again.
+                    Err(_) => {
+                        rec.state = SandboxState::NotReady;
+                        rec.incomplete = true;
+                        self.store.put(&PODS, &id, &rec)?;
+                    }
+                }
                 Err(e)
             }
         }
@@ -237,26 +252,27 @@ impl<N: PodNetwork> Pods<N> {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        tokio::task::spawn_blocking(move || ns::create(&req))
+        let kernel = self.kernel.clone();
+        tokio::task::spawn_blocking(move || kernel.create_namespaces(&req))
             .await
             .map_err(|_| PodError::Namespaces(ns::NsError::Thread))??;
         if rec.spec.namespaces.pid == NsMode::Pod {
-            let exe = self.holder_exe.clone().ok_or_else(|| {
-                PodError::InvalidArgument(
+            if !self.kernel.holds_pid_namespaces() {
+                return Err(PodError::InvalidArgument(
                     "a shared PID namespace needs berth-shim, which was not found".into(),
-                )
-            })?;
+                ));
+            }
             let id = rec.id.clone();
             let join: Vec<PathBuf> = [&rec.netns, &rec.ipcns, &rec.utsns]
                 .into_iter()
                 .flatten()
                 .cloned()
                 .collect();
-            let pid =
-                tokio::task::spawn_blocking(move || crate::pidns::spawn_holder(&exe, &id, &join))
-                    .await
-                    .map_err(|_| PodError::Namespaces(ns::NsError::Thread))?
-                    .map_err(|e| PodError::Namespaces(ns::NsError::PidHolder(e)))?;
+            let kernel = self.kernel.clone();
+            let pid = tokio::task::spawn_blocking(move || kernel.spawn_holder(&id, &join))
+                .await
+                .map_err(|_| PodError::Namespaces(ns::NsError::Thread))?
+                .map_err(|e| PodError::Namespaces(ns::NsError::PidHolder(e)))?;
             rec.pid_holder = Some(pid);
             self.cgroups
                 .add_process(&cg, pid)
@@ -267,16 +283,9 @@ impl<N: PodNetwork> Pods<N> {
         }
         std::fs::create_dir_all(&rec.files_dir).map_err(PodError::Files)?;
         if let Some(shm) = &rec.shm {
-            std::fs::create_dir_all(shm).map_err(PodError::Files)?;
-            let opts = format!("mode=1777,size={}m", self.config.shm_size_mib);
-            mount(
-                Some("shm"),
-                shm,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(opts.as_str()),
-            )
-            .map_err(|e| PodError::Files(e.into()))?;
+            self.kernel
+                .mount_shm(shm, self.config.shm_size_mib)
+                .map_err(PodError::Files)?;
         }
         if let Some(netns) = rec.netns.clone() {
             let ips = self
@@ -305,9 +314,9 @@ impl<N: PodNetwork> Pods<N> {
 
     /// Network and namespaces: what StopPodSandbox releases.
     async fn stop_parts(&self, rec: &SandboxRecord) -> Result<(), PodError> {
-        if let Some(pid) = rec.pid_holder {
-            let id = rec.id.clone();
-            let _ = tokio::task::spawn_blocking(move || crate::pidns::stop_holder(pid, &id)).await;
+        if rec.spec.namespaces.pid == NsMode::Pod {
+            let (id, pid, kernel) = (rec.id.clone(), rec.pid_holder, self.kernel.clone());
+            let _ = tokio::task::spawn_blocking(move || kernel.stop_holders(&id, pid)).await;
         }
         if let Some(netns) = &rec.netns {
             self.network
@@ -320,25 +329,64 @@ impl<N: PodNetwork> Pods<N> {
                 .map_err(PodError::Network)?;
         }
         for p in [&rec.netns, &rec.ipcns, &rec.utsns].into_iter().flatten() {
-            ns::unpin(p).map_err(|e| {
+            self.kernel.unpin_namespace(p).map_err(|e| {
                 PodError::Namespaces(ns::NsError::Pin {
                     path: p.clone(),
                     source: e,
                 })
             })?;
         }
-        let state_pod = self.dirs.state.join("pods").join(&rec.id);
-        let _ = std::fs::remove_dir(&state_pod);
+        self.remove_state_dir(&rec.id)
+    }
+
+    /// Namespace pins and state directories no record names (a crash
+    /// between making them and recording the sandbox, or an unwind that
+    /// could not finish): unpinned and removed.
+    fn sweep_unowned(&self) -> Result<(), PodError> {
+        let owned = |id: &str| -> Result<bool, PodError> {
+            Ok(self.store.get_shared(&PODS, id)?.is_some())
+        };
+        let netns = self.dirs.state.join("netns");
+        for e in std::fs::read_dir(&netns).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if !owned(&id)? {
+                tracing::warn!(pod_id = %id, "unpinning a network namespace no sandbox owns");
+                if let Err(err) = self.kernel.unpin_namespace(&e.path()) {
+                    tracing::warn!(pod_id = %id, error = %err, "unpinning an unowned network namespace");
+                }
+            }
+        }
+        let pods = self.dirs.state.join("pods");
+        for e in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if owned(&id)? {
+                continue;
+            }
+            tracing::warn!(pod_id = %id, "removing a sandbox state directory no sandbox owns");
+            for pin in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                let _ = self.kernel.unpin_namespace(&pin.path());
+            }
+            if let Err(err) = self.remove_state_dir(&id) {
+                tracing::warn!(pod_id = %id, error = %err, "removing an unowned sandbox state directory");
+            }
+        }
         Ok(())
+    }
+
+    /// `<state>/pods/<id>` (where the IPC and UTS namespaces are pinned):
+    /// empty once they are unpinned.
+    fn remove_state_dir(&self, id: &str) -> Result<(), PodError> {
+        let dir = self.dirs.state.join("pods").join(id);
+        match std::fs::remove_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PodError::Files(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Everything else: what RemovePodSandbox deletes.
     fn remove_parts(&self, rec: &SandboxRecord) -> Result<(), PodError> {
         if let Some(shm) = &rec.shm {
-            match umount2(shm, MntFlags::MNT_DETACH) {
-                Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-                Err(e) => return Err(PodError::Files(e.into())),
-            }
+            self.kernel.unmount_shm(shm).map_err(PodError::Files)?;
         }
         match std::fs::remove_dir_all(&rec.files_dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(PodError::Files(e)),
@@ -352,18 +400,23 @@ impl<N: PodNetwork> Pods<N> {
             })
     }
 
-    /// Best effort, for unwinding: every step runs even if one fails.
-    async fn teardown_all(&self, rec: &SandboxRecord) {
-        if let Err(e) = self.stop_parts(rec).await {
+    /// For unwinding: every step runs even if one fails; Ok only when
+    /// everything went (a record is forgotten only then).
+    async fn teardown_all(&self, rec: &SandboxRecord) -> Result<(), PodError> {
+        let stopped = self.stop_parts(rec).await;
+        if let Err(e) = &stopped {
             tracing::warn!(pod_id = %rec.id, error = %e, "unwinding: stopping");
             // Namespaces must go even if the network teardown failed.
             for p in [&rec.netns, &rec.ipcns, &rec.utsns].into_iter().flatten() {
-                let _ = ns::unpin(p);
+                let _ = self.kernel.unpin_namespace(p);
             }
+            let _ = self.remove_state_dir(&rec.id);
         }
-        if let Err(e) = self.remove_parts(rec) {
+        let removed = self.remove_parts(rec);
+        if let Err(e) = &removed {
             tracing::warn!(pod_id = %rec.id, error = %e, "unwinding: removing");
         }
+        stopped.and(removed)
     }
 
     /// StopPodSandbox: idempotent; an unknown id is fine.
@@ -376,12 +429,14 @@ impl<N: PodNetwork> Pods<N> {
         let Some(mut rec) = self.store.get(&PODS, &full)? else {
             return Ok(());
         };
-        // NotReady is recorded only after a complete stop: nothing to redo.
-        if rec.state == SandboxState::NotReady {
+        // NotReady is recorded after a complete stop (nothing to redo), or
+        // after an unwind that left something (`incomplete`: all again).
+        if rec.state == SandboxState::NotReady && !rec.incomplete {
             return Ok(());
         }
         self.stop_parts(&rec).await?;
         rec.state = SandboxState::NotReady;
+        rec.incomplete = false;
         self.store.put(&PODS, &full, &rec)?;
         tracing::info!(pod_id = %full, "pod sandbox stopped");
         Ok(())
@@ -467,11 +522,20 @@ impl<N: PodNetwork> Pods<N> {
     /// lists them every second).
     pub async fn recover(&self) -> Result<(), PodError> {
         self.store.cache(&PODS)?;
+        self.sweep_unowned()?;
         for (id, mut rec) in self.store.list(&PODS)? {
             match rec.state {
                 SandboxState::Creating => {
                     tracing::warn!(pod_id = %id, "unwinding a sandbox interrupted while being created");
-                    self.teardown_all(&rec).await;
+                    if let Err(e) = self.teardown_all(&rec).await {
+                        // Kept, listed NotReady: RemovePodSandbox or the
+                        // next start tries again. Never forgotten half-done.
+                        tracing::warn!(pod_id = %id, error = %e, "an interrupted sandbox could not be undone yet; kept as NotReady");
+                        rec.state = SandboxState::NotReady;
+                        rec.incomplete = true;
+                        self.store.put(&PODS, &id, &rec)?;
+                        continue;
+                    }
                     let key = rec.spec.metadata.reservation_key();
                     self.store.write(|tx| {
                         tx.delete(&PODS, &id)?;
@@ -491,3 +555,7 @@ impl<N: PodNetwork> Pods<N> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "pods_tests.rs"]
+mod tests;

@@ -116,4 +116,8 @@ pub struct SandboxRecord {
     /// (namespace_options.pid = POD).
     #[serde(default)]
     pub pid_holder: Option<u32>,
+    /// Unwinding (a failed RunPodSandbox, or one a crash interrupted) could
+    /// not undo everything: Stop and Remove do it all again.
+    #[serde(default)]
+    pub incomplete: bool,
 }
