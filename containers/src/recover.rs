@@ -6,9 +6,54 @@
 use berth_shim::proto::{Request, Response};
 
 use crate::error::RuntimeError;
-use crate::record::{CONTAINER_REMOVALS, CONTAINERS, State};
+use crate::record::{CONTAINER_REMOVALS, CONTAINERS, ContainerRecord, State};
 use crate::rootfs::{self, Layout};
 use crate::service::{Containers, KILL_WAIT};
+
+/// What berthd's start does with one container record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// Interrupted while being created: undo it and forget it.
+    Unwind,
+    /// It ended while berthd was down (its shim recorded how, or its shim
+    /// is gone and left nothing): record the exit, so the first status
+    /// after a restart is already right.
+    RecordExit,
+    /// It still runs: watch for its exit.
+    Watch,
+    /// Exited, and its files are gone: a removal whose unsynced commit a
+    /// crash lost after the deletion. Finish it (the runtime state too,
+    /// unless it was released) and forget the record.
+    FinishRemoval { delete_runtime_state: bool },
+    /// Nothing to do.
+    Keep,
+}
+
+/// What recovery knows of a container besides its record.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Facts {
+    /// Its shim wrote an exit record.
+    pub exit_recorded: bool,
+    /// Its pod's shim answers.
+    pub shim_alive: bool,
+    /// Its bundle directory exists.
+    pub files_exist: bool,
+}
+
+/// The recovery of one container: a pure decision, unit-tested.
+pub(crate) fn decide(rec: &ContainerRecord, f: &Facts) -> Recovery {
+    match rec.state {
+        State::Creating => Recovery::Unwind,
+        State::Created | State::Running if f.exit_recorded || !f.shim_alive => Recovery::RecordExit,
+        State::Running => Recovery::Watch,
+        // Created, its shim alive: nothing happens until StartContainer.
+        State::Created => Recovery::Keep,
+        State::Exited | State::Unknown if !f.files_exist => Recovery::FinishRemoval {
+            delete_runtime_state: !rec.released,
+        },
+        State::Exited | State::Unknown => Recovery::Keep,
+    }
+}
 
 impl Containers {
     /// At daemon start: unwinds creates a crash interrupted, reconnects to
@@ -18,36 +63,38 @@ impl Containers {
     pub async fn recover(&self, pod_ids: &[String]) -> Result<(), RuntimeError> {
         self.finish_removals().await?;
         for (id, rec) in self.inner.store.list(&CONTAINERS)? {
-            match rec.state {
-                State::Creating => {
+            // Only what the record's state needs is looked at.
+            let exit = match rec.state {
+                State::Created | State::Running => self.inner.shims.exit_record(&rec.pod_id, &id),
+                _ => None,
+            };
+            let facts = Facts {
+                exit_recorded: exit.is_some(),
+                shim_alive: exit.is_none()
+                    && matches!(rec.state, State::Created | State::Running)
+                    && self.inner.shims.alive(&rec.pod_id).await,
+                files_exist: Layout::new(&self.inner.paths.containers, &id)
+                    .bundle()
+                    .exists(),
+            };
+            match decide(&rec, &facts) {
+                Recovery::Unwind => {
                     tracing::warn!(container_id = %id, "unwinding a container interrupted while being created");
                     self.unwind(&rec).await;
                     self.forget(&rec)?;
                 }
-                State::Created | State::Running => {
-                    // An exit while berthd was down is on disk: take it now,
-                    // so the first status after a restart is already right.
-                    let exit = self.inner.shims.exit_record(&rec.pod_id, &id);
-                    if exit.is_some() || !self.inner.shims.alive(&rec.pod_id).await {
-                        self.record_exit(&id, exit).await?;
-                    } else if rec.state == State::Running {
-                        self.watch(rec.pod_id.clone(), id.clone());
+                Recovery::RecordExit => self.record_exit(&id, exit).await?,
+                Recovery::Watch => self.watch(rec.pod_id.clone(), id.clone()),
+                Recovery::FinishRemoval {
+                    delete_runtime_state,
+                } => {
+                    tracing::warn!(container_id = %id, "completing the removal of a container whose files are gone");
+                    if delete_runtime_state && let Err(e) = self.delete_runtime_state(&rec).await {
+                        tracing::warn!(container_id = %id, error = %e, "deleting its runtime state");
                     }
+                    self.forget(&rec)?;
                 }
-                State::Exited | State::Unknown => {
-                    let dir = Layout::new(&self.inner.paths.containers, &id).bundle();
-                    if !dir.exists() {
-                        // A removal whose unsynced commit a crash lost
-                        // after its files went: completed.
-                        tracing::warn!(container_id = %id, "completing the removal of a container whose files are gone");
-                        if !rec.released
-                            && let Err(e) = self.delete_runtime_state(&rec).await
-                        {
-                            tracing::warn!(container_id = %id, error = %e, "deleting its runtime state");
-                        }
-                        self.forget(&rec)?;
-                    }
-                }
+                Recovery::Keep => {}
             }
         }
         self.delete_unrecorded(pod_ids).await?;
@@ -118,5 +165,84 @@ impl Containers {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::tests_support::record;
+
+    fn with(state: State, released: bool) -> ContainerRecord {
+        let mut r = record();
+        r.state = state;
+        r.released = released;
+        r
+    }
+
+    fn facts(exit_recorded: bool, shim_alive: bool, files_exist: bool) -> Facts {
+        Facts {
+            exit_recorded,
+            shim_alive,
+            files_exist,
+        }
+    }
+
+    #[test]
+    fn interrupted_creates_are_unwound_whatever_else_is_seen() {
+        for f in [facts(false, false, false), facts(true, true, true)] {
+            assert_eq!(decide(&with(State::Creating, false), &f), Recovery::Unwind);
+        }
+    }
+
+    #[test]
+    fn exits_while_berthd_was_down_are_recorded() {
+        for s in [State::Created, State::Running] {
+            // The shim recorded the exit.
+            assert_eq!(
+                decide(&with(s, false), &facts(true, true, true)),
+                Recovery::RecordExit
+            );
+            // The shim is gone and recorded nothing: Unknown, by record_exit.
+            assert_eq!(
+                decide(&with(s, false), &facts(false, false, true)),
+                Recovery::RecordExit
+            );
+        }
+    }
+
+    #[test]
+    fn live_containers_are_watched_and_created_ones_kept() {
+        assert_eq!(
+            decide(&with(State::Running, false), &facts(false, true, true)),
+            Recovery::Watch
+        );
+        assert_eq!(
+            decide(&with(State::Created, false), &facts(false, true, true)),
+            Recovery::Keep
+        );
+    }
+
+    #[test]
+    fn a_lost_removal_commit_is_completed_only_when_the_files_are_gone() {
+        for s in [State::Exited, State::Unknown] {
+            assert_eq!(
+                decide(&with(s, false), &facts(false, false, true)),
+                Recovery::Keep,
+                "files still there: an exited container kubelet removes later"
+            );
+            assert_eq!(
+                decide(&with(s, false), &facts(false, false, false)),
+                Recovery::FinishRemoval {
+                    delete_runtime_state: true
+                }
+            );
+            assert_eq!(
+                decide(&with(s, true), &facts(false, false, false)),
+                Recovery::FinishRemoval {
+                    delete_runtime_state: false
+                }
+            );
+        }
     }
 }
