@@ -21,12 +21,11 @@
 //!   (libcontainer binds them writable, so a container's root could raise
 //!   its own limits).
 
-use std::fs;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use libcontainer::oci_spec::runtime::{Linux, LinuxDevice, Mount, Spec};
+use libcontainer::oci_spec::runtime::{LinuxDevice, Mount, Spec};
 use libcontainer::rootfs::Device;
 use libcontainer::rootfs::utils::{MountOptionConfig, default_devices, is_bind, parse_mount};
 use libcontainer::syscall::Syscall;
@@ -38,9 +37,14 @@ use libcontainer::syscall::linux::{
 };
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
-use nix::mount::MsFlags as NixMsFlags;
 use nix::sys::stat::Mode;
 use nix_lc::mount::MsFlags;
+
+mod cgroup;
+mod finish;
+
+use cgroup::mount_cgroup;
+pub use finish::{finish, pivot};
 
 /// The rootfs, opened once; every destination is resolved under it.
 pub struct Root {
@@ -443,299 +447,10 @@ fn mount_spec(dest: PathBuf, typ: &str, source: &str, options: &[&str]) -> Resul
         .context("build a mount")
 }
 
-/// The cgroup filesystem: on cgroup v1 a tmpfs with the container's own
-/// directory of each hierarchy bound into it (libcontainer's and runc's
-/// emulation), on v2 a cgroup2 mount in a cgroup namespace, else the
-/// container's directory bound.
-fn mount_cgroup(
-    sys: &dyn Syscall,
-    root: &Root,
-    m: &Mount,
-    cfg: &MountOptionConfig,
-    cgroup_ns: bool,
-    mountinfo: &str,
-) -> Result<()> {
-    let ro = cfg.flags.contains(MsFlags::MS_RDONLY);
-    let dest = m.destination().clone();
-    let hierarchies: Vec<(String, PathBuf)> = berth_mountinfo::parse(mountinfo)
-        .filter(|e| e.fstype == "cgroup" && Path::new(&e.mount_point).starts_with("/sys/fs/cgroup"))
-        .filter_map(|e| {
-            let mp = PathBuf::from(&e.mount_point);
-            Some((mp.file_name()?.to_str()?.to_string(), mp))
-        })
-        .collect();
-    if hierarchies.is_empty() {
-        return mount_cgroup2(sys, root, m, cfg, cgroup_ns);
-    }
-    let tmpfs = mount_spec(
-        dest.clone(),
-        "tmpfs",
-        "tmpfs",
-        &["noexec", "nosuid", "nodev", "mode=755"],
-    )?;
-    let tcfg = parse_mount(&tmpfs).map_err(|e| anyhow::anyhow!("{e}"))?;
-    mount_into(sys, root, &tmpfs, &tcfg)?;
-    let own = own_cgroups()?;
-    for (name, host_mount) in &hierarchies {
-        let sub = dest.join(name);
-        if cgroup_ns {
-            // One fsconfig key per controller of a co-mounted hierarchy.
-            let data: Vec<String> = if name == "systemd" {
-                vec!["name=systemd".to_string()]
-            } else {
-                name.split(',').map(str::to_string).collect()
-            };
-            let mut opts = vec!["noexec", "nosuid", "nodev"];
-            if ro {
-                opts.push("ro");
-            }
-            let mut sm = mount_spec(sub, "cgroup", "cgroup", &opts)?;
-            let mut scfg = parse_mount(&sm).map_err(|e| anyhow::anyhow!("{e}"))?;
-            scfg.data = data;
-            sm.set_options(None);
-            mount_into(sys, root, &sm, &scfg)?;
-        } else {
-            let key = if name == "systemd" {
-                "name=systemd"
-            } else {
-                name.as_str()
-            };
-            let Some(path) = own.get(key) else {
-                continue;
-            };
-            let source = host_mount.join(relative(Path::new(path)));
-            let mut opts = vec!["rbind"];
-            if ro {
-                opts.push("ro");
-            }
-            let bm = mount_spec(
-                sub,
-                "bind",
-                source.to_str().context("cgroup path not UTF-8")?,
-                &opts,
-            )?;
-            let bcfg = parse_mount(&bm).map_err(|e| anyhow::anyhow!("{e}"))?;
-            mount_into(sys, root, &bm, &bcfg)?;
-        }
-        // Co-mounted controllers (cpu,cpuacct) also answer to each name.
-        if name.contains(',') {
-            let dir = root.resolve(&dest).context("resolve the cgroup tmpfs")?;
-            for part in name.split(',') {
-                match nix::unistd::symlinkat(name.as_str(), &dir, part) {
-                    Ok(()) | Err(Errno::EEXIST) => {}
-                    Err(e) => return Err(e).with_context(|| format!("symlink {part}")),
-                }
-            }
-        }
-    }
-    if ro {
-        let mounted = root.resolve(&dest).context("resolve the cgroup tmpfs")?;
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        setattr(sys, mounted.as_fd(), 0, &attr).context("make the cgroup tmpfs read-only")?;
-    }
-    Ok(())
-}
-
-fn mount_cgroup2(
-    sys: &dyn Syscall,
-    root: &Root,
-    m: &Mount,
-    cfg: &MountOptionConfig,
-    cgroup_ns: bool,
-) -> Result<()> {
-    let dest = m.destination().clone();
-    let mut c = cfg.clone();
-    c.data.clear();
-    if cgroup_ns {
-        let cm = mount_spec(dest, "cgroup2", "cgroup", &[])?;
-        return mount_into(sys, root, &cm, &c);
-    }
-    let own = own_cgroups()?;
-    let path = own
-        .get("")
-        .context("no unified cgroup in /proc/self/cgroup")?;
-    let source = Path::new("/sys/fs/cgroup").join(relative(Path::new(path)));
-    let bm = mount_spec(
-        dest,
-        "bind",
-        source.to_str().context("cgroup path not UTF-8")?,
-        &["rbind"],
-    )?;
-    c.flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
-    mount_into(sys, root, &bm, &c)
-}
-
-/// This process's cgroup per hierarchy (key: its controllers joined by
-/// `,`, `name=systemd`, or empty for v2), relative to the cgroups of the
-/// host's pid 1 (as libcontainer: berth-runtime may itself run in a
-/// container whose cgroup root is not the host's).
-fn own_cgroups() -> Result<std::collections::HashMap<String, String>> {
-    let parse = |text: &str| -> Vec<(String, String)> {
-        text.lines()
-            .filter_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let _id = f.next()?;
-                Some((f.next()?.to_string(), f.next()?.to_string()))
-            })
-            .collect()
-    };
-    let own = parse(&fs::read_to_string("/proc/self/cgroup").context("read /proc/self/cgroup")?);
-    let init = parse(&fs::read_to_string("/proc/1/cgroup").unwrap_or_default());
-    Ok(own
-        .into_iter()
-        .map(|(k, path)| {
-            let base = init
-                .iter()
-                .find(|(ik, _)| *ik == k)
-                .map(|(_, p)| p.as_str())
-                .unwrap_or("");
-            let rel = Path::new(&path)
-                .strip_prefix(base)
-                .map(|r| format!("/{}", r.display()))
-                .unwrap_or(path.clone());
-            (k, rel)
-        })
-        .collect())
-}
-
-/// pivot_root into the rootfs (libcontainer's: the old root stacked
-/// under the new one at `.` and detached).
-pub fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<()> {
-    sys.pivot_rootfs(rootfs).context("pivot_root")
-}
-
-/// Everything after pivot_root, in libcontainer's order.
-pub fn finish(sys: &dyn Syscall, linux: &Linux, readonly_root: bool) -> Result<()> {
-    let propagation = match linux.rootfs_propagation().as_deref() {
-        Some("shared" | "rshared") => Some(MsFlags::MS_SHARED),
-        Some("unbindable" | "runbindable") => Some(MsFlags::MS_UNBINDABLE),
-        _ => None,
-    };
-    if let Some(flags) = propagation {
-        sys.mount(None, Path::new("/"), None, flags, None)
-            .context("set the propagation of the root")?;
-    }
-    reopen_dev_null()?;
-    for (key, value) in linux.sysctl().as_ref().into_iter().flatten() {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        fs::write(&path, value).with_context(|| format!("sysctl {key}"))?;
-    }
-    if readonly_root {
-        let flags = nix::sys::statfs::statfs("/").context("statfs /")?.flags();
-        let keep = NixMsFlags::from_bits_truncate(flags.bits());
-        sys.mount(
-            None,
-            Path::new("/"),
-            None,
-            MsFlags::MS_RDONLY
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_BIND
-                | MsFlags::from_bits_truncate(keep.bits()),
-            None,
-        )
-        .context("remount / read-only")?;
-    }
-    for p in linux.readonly_paths().as_deref().unwrap_or_default() {
-        let path = Path::new(p);
-        match sys.mount(
-            Some(path),
-            path,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        ) {
-            Ok(()) => {}
-            Err(libcontainer::syscall::SyscallError::Nix(nix_lc::errno::Errno::ENOENT)) => continue,
-            Err(e) => return Err(e).with_context(|| format!("read-only path {p}")),
-        }
-        sys.mount(
-            Some(path),
-            path,
-            None,
-            MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC
-                | MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY,
-            None,
-        )
-        .with_context(|| format!("read-only path {p}"))?;
-    }
-    let masked = linux.masked_paths().as_deref().unwrap_or_default();
-    if !masked.is_empty() {
-        let null = fs::File::open("/dev/null").context("open /dev/null")?;
-        check_dev_null(&null)?;
-        for p in masked {
-            let path = Path::new(p);
-            let Ok(md) = fs::metadata(path) else {
-                continue;
-            };
-            if md.is_dir() {
-                sys.mount(
-                    Some(Path::new("tmpfs")),
-                    path,
-                    Some("tmpfs"),
-                    MsFlags::MS_RDONLY,
-                    None,
-                )
-            } else {
-                let from = PathBuf::from(format!("/proc/self/fd/{}", null.as_raw_fd()));
-                sys.mount(Some(&from), path, None, MsFlags::MS_BIND, None)
-            }
-            .with_context(|| format!("mask {p}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// /dev/null must be the null device, not something the image put there.
-fn check_dev_null(f: &fs::File) -> Result<()> {
-    let st = nix::sys::stat::fstat(f).context("stat /dev/null")?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
-        bail!("/dev/null in the container is not the null device");
-    }
-    Ok(())
-}
-
-/// Standard fds on the host's /dev/null move to the container's.
-fn reopen_dev_null() -> Result<()> {
-    let mut null: Option<fs::File> = None;
-    for fd in 0..3 {
-        // SAFETY: 0..3 stay open for the whole process.
-        let stdio = unsafe { BorrowedFd::borrow_raw(fd) };
-        let Ok(st) = nix::sys::stat::fstat(stdio) else {
-            continue;
-        };
-        if st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3) {
-            if null.is_none() {
-                let f = fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-                    .context("open /dev/null")?;
-                check_dev_null(&f)?;
-                null = Some(f);
-            }
-            if let Some(f) = &null {
-                // SAFETY: both fds are open; fd is replaced atomically.
-                if unsafe { libc::dup2(f.as_raw_fd(), fd) } < 0 {
-                    return Err(std::io::Error::last_os_error()).context("reopen /dev/null");
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn relative_paths_never_climb_above_the_root() {
@@ -805,5 +520,98 @@ mod tests {
         root.touch(Path::new("/etclink/hosts")).unwrap();
         assert!(rootfs.join("etc/hosts").is_file());
         assert!(!dir.path().join("x").exists());
+    }
+
+    /// The plan for a spec's mounts, through libcontainer's syscall test
+    /// double (records, mounts nothing; no root needed): which calls, in
+    /// which order, with which flags, onto which destination.
+    #[test]
+    fn mount_plans_through_the_syscall_double() {
+        use libcontainer::oci_spec::runtime::MountBuilder;
+        use libcontainer::syscall::syscall::SyscallType;
+        use libcontainer::syscall::test::TestHelperSyscall;
+
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        fs::create_dir_all(&rootfs).unwrap();
+        std::os::unix::fs::symlink("/../../..", rootfs.join("escape")).unwrap();
+        let root = Root::open(&rootfs).unwrap();
+        let sys = SyscallType::Test.create_syscall();
+        let double = sys.as_any().downcast_ref::<TestHelperSyscall>().unwrap();
+        let mount = |dest: &str, typ: &str, source: &str, opts: &[&str]| {
+            MountBuilder::default()
+                .destination(dest)
+                .typ(typ)
+                .source(source)
+                .options(opts.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+                .build()
+                .unwrap()
+        };
+
+        // A read-only, recursive, rslave volume through an escaping link.
+        let vol = mount(
+            "/escape/data",
+            "bind",
+            "/srv/data",
+            &["rbind", "ro", "nosuid", "rslave"],
+        );
+        setup_mount(sys.as_ref(), &root, &vol, false, "").unwrap();
+        let trees = double.get_open_tree_args();
+        assert_eq!(trees.len(), 1);
+        assert_eq!(trees[0].path.as_deref(), Some("/srv/data"));
+        assert!(trees[0].flags & libc::OPEN_TREE_CLONE != 0);
+        assert!(trees[0].flags & libc::AT_RECURSIVE as u32 != 0);
+        let attrs = double.get_mount_setattr_args();
+        assert_eq!(attrs.len(), 2, "flags, then propagation: {attrs:?}");
+        assert_eq!(attrs[0].attr_set, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID);
+        assert_eq!(attrs[1].propagation, MsFlags::MS_SLAVE.bits());
+        assert!(attrs[1].flags & AT_RECURSIVE != 0);
+        let moves = double.get_move_mount_args();
+        assert_eq!(moves.len(), 1);
+        // The double's source is /dev/null, a file: the destination is a
+        // file made inside the root, never outside it.
+        assert_eq!(
+            moves[0].to_dirfd_path.as_deref(),
+            Some(rootfs.join("data").as_path())
+        );
+        assert!(!dir.path().join("data").exists());
+
+        // A tmpfs: fsopen, its source and options, create, mount, move.
+        let tmp = mount(
+            "/run/x",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "size=65536k", "mode=755"],
+        );
+        setup_mount(sys.as_ref(), &root, &tmp, false, "").unwrap();
+        let opened = double.get_fsopen_args();
+        assert_eq!(opened[0].fsname.as_deref(), Some("tmpfs"));
+        let config: Vec<(Option<String>, Option<String>)> = double
+            .get_fsconfig_args()
+            .into_iter()
+            .map(|a| (a.key, a.val))
+            .collect();
+        assert_eq!(
+            config,
+            vec![
+                (Some("source".into()), Some("tmpfs".into())),
+                (Some("size".into()), Some("65536k".into())),
+                (Some("mode".into()), Some("755".into())),
+                (None, None),
+            ]
+        );
+        assert_eq!(double.get_fsmount_args().len(), 1);
+        let moves = double.get_move_mount_args();
+        assert_eq!(
+            moves[1].to_dirfd_path.as_deref(),
+            Some(rootfs.join("run/x").as_path())
+        );
+        assert!(rootfs.join("run/x").is_dir());
+
+        // proc elsewhere than /proc is refused before any call.
+        let bad = mount("/etc/proc", "proc", "proc", &[]);
+        let e = setup_mount(sys.as_ref(), &root, &bad, false, "").unwrap_err();
+        assert!(e.to_string().contains("/proc"), "{e}");
+        assert_eq!(double.get_fsopen_args().len(), 1);
     }
 }
