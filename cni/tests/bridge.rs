@@ -8,6 +8,10 @@
 //! and nftables table (`inet bbt-…`), and a guard removes all of it on drop,
 //! also when the test fails. Traffic flows only between the host and those
 //! namespaces.
+//!
+//! Kept as one file past ~600 lines: one plugin under test, every test
+//! built on the same network guard; each test is one CNI command or one
+//! property (IPAM under concurrency, nftables rules, GC).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 

@@ -7,6 +7,10 @@
 //! namespace, bridge name and subnet (10.201.<n>.0/24), and removes all of
 //! them (and any iptables chains it caused) in Drop guards, also on failure.
 //! Without root the tests print a message and pass, unless CI=true.
+//!
+//! Kept as one file past ~600 lines: every test drives the same client
+//! through the same guards (namespace, bridge, dirs, recording plugins),
+//! one CNI command or failure mode per test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 

@@ -311,3 +311,15 @@ impl Setup {
         assert!(self.e.d.stop().success(), "{}", self.e.d.log());
     }
 }
+
+/// Waits up to 10 s for `done` (work berthd finishes after its reply).
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,5 +1,8 @@
 //! The CRI ImageService against a real registry (Debian's docker-registry
 //! on 127.0.0.1), with images built from Debian's busybox packages.
+//!
+//! Kept as one file past ~600 lines: one service (images) against one
+//! registry; each test is one RPC or failure mode.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 

@@ -1,4 +1,7 @@
 //! berth-shim against real containers (runc, busybox), as root.
+//!
+//! Kept as one file past ~600 lines: one binary under test through one
+//! harness (tests/common), one request or behaviour of the shim per test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 
