@@ -12,6 +12,7 @@ pub mod logging;
 pub mod memory;
 pub mod network;
 pub mod notify;
+pub mod quantity;
 pub mod service;
 pub mod settings;
 pub mod socket;

@@ -28,35 +28,19 @@ impl CniNetwork {
     }
 }
 
-/// Kubernetes bandwidth quantities ("10M", "1Gi", "500k") in bits/s.
-fn quantity(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
+/// Pod annotations limiting the pod's bandwidth, in bits per second
+/// (checked at the API edge: `validate::bandwidth`).
+pub const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
+pub const EGRESS_BANDWIDTH: &str = "kubernetes.io/egress-bandwidth";
 
 fn bandwidth(req: &NetRequest<'_>) -> Option<Bandwidth> {
     let a = &req.spec.annotations;
     let ingress = a
-        .get("kubernetes.io/ingress-bandwidth")
-        .and_then(|v| quantity(v));
+        .get(INGRESS_BANDWIDTH)
+        .and_then(|v| crate::quantity::parse(v).ok());
     let egress = a
-        .get("kubernetes.io/egress-bandwidth")
-        .and_then(|v| quantity(v));
+        .get(EGRESS_BANDWIDTH)
+        .and_then(|v| crate::quantity::parse(v).ok());
     if ingress.is_none() && egress.is_none() {
         return None;
     }
@@ -127,20 +111,5 @@ impl PodNetwork for CniNetwork {
 
     async fn teardown(&self, req: NetRequest<'_>) -> Result<(), NetworkError> {
         self.cni.del(&attachment(&req)).await.map_err(network_error)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bandwidth_quantities() {
-        assert_eq!(quantity("10M"), Some(10_000_000));
-        assert_eq!(quantity("1Gi"), Some(1 << 30));
-        assert_eq!(quantity("500k"), Some(500_000));
-        assert_eq!(quantity("7"), Some(7));
-        assert_eq!(quantity("10X"), None);
-        assert_eq!(quantity(""), None);
     }
 }

@@ -98,6 +98,19 @@ pub fn address(field: &str, v: &str, optional: bool) -> Result<Option<IpAddr>, S
         .map_err(|_| invalid(format!("{field} {v:?} is not an IP address")))
 }
 
+/// A bandwidth annotation: a Kubernetes quantity of bits per second,
+/// between 1k and 1P as kubelet requires (a value that does not parse was
+/// applied as no limit at all).
+pub fn bandwidth(key: &str, v: &str) -> Result<u64, Status> {
+    let bps = crate::quantity::parse(v).map_err(|e| invalid(format!("annotation {key}: {e}")))?;
+    if !(1_000..=1_000_000_000_000_000).contains(&bps) {
+        return Err(invalid(format!(
+            "annotation {key}: {v} is outside 1k to 1P bits per second"
+        )));
+    }
+    Ok(bps)
+}
+
 /// RunPodSandbox's config and handler.
 pub fn pod(c: &cri::PodSandboxConfig, handler: &str) -> Result<(), Status> {
     let m = c
@@ -129,6 +142,14 @@ pub fn pod(c: &cri::PodSandboxConfig, handler: &str) -> Result<(), Status> {
     }
     map("labels", &c.labels)?;
     map("annotations", &c.annotations)?;
+    for key in [
+        crate::network::INGRESS_BANDWIDTH,
+        crate::network::EGRESS_BANDWIDTH,
+    ] {
+        if let Some(v) = c.annotations.get(key) {
+            bandwidth(key, v)?;
+        }
+    }
     if let Some(l) = &c.linux {
         text("linux.cgroup_parent", &l.cgroup_parent)?;
         map("linux.sysctls", &l.sysctls)?;
@@ -234,6 +255,25 @@ mod tests {
         assert!(pod(&c, "").is_ok());
         c.port_mappings[0].host_ip = String::new();
         assert!(pod(&c, "").is_ok());
+    }
+
+    #[test]
+    fn bandwidth_annotations_must_parse_and_be_reasonable() {
+        let mut c = pod_config("web", "default", "u");
+        for (v, ok) in [
+            ("1.5M", true),
+            ("100Mi", true),
+            ("1e6", true),
+            ("500k", true),
+            ("10X", false),
+            ("2.5e3k", false),
+            ("10", false),
+            ("2P", false),
+        ] {
+            c.annotations
+                .insert("kubernetes.io/ingress-bandwidth".into(), v.into());
+            assert_eq!(pod(&c, "").is_ok(), ok, "{v}");
+        }
     }
 
     #[test]
