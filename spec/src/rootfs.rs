@@ -50,6 +50,24 @@ pub(crate) fn read_in_root(
     read_capped(fd, path, limit).map(Some)
 }
 
+/// Reads a file of the node that a request names (a seccomp Localhost
+/// profile): opened without blocking (a FIFO there must not hang a berthd
+/// thread in open), a regular file only, at most `limit` bytes.
+/// `Ok(None)` when it does not exist.
+pub(crate) fn read_node_file(path: &Path, limit: usize) -> Result<Option<Vec<u8>>, SpecError> {
+    let fd = match rustix::fs::open(path, final_flags(), Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+        Err(e) => {
+            return Err(SpecError::io(
+                format!("opening {}", path.display()),
+                e.into(),
+            ));
+        }
+    };
+    read_capped(fd, &path.display().to_string(), limit).map(Some)
+}
+
 fn read_capped(fd: OwnedFd, path: &str, limit: usize) -> Result<Vec<u8>, SpecError> {
     let st = rustix::fs::fstat(&fd)
         .map_err(|e| SpecError::io(format!("stat {path} in the image"), e.into()))?;

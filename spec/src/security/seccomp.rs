@@ -22,7 +22,7 @@ use crate::host::Host;
 const DEFAULT_PROFILE: &str = include_str!("seccomp_default.json");
 
 /// Cap on the size of a Localhost profile file.
-const MAX_PROFILE_BYTES: u64 = 4 << 20;
+const MAX_PROFILE_BYTES: usize = 4 << 20;
 
 /// The libseccomp/Go name of the architecture berth runs on, as profile
 /// `includes.arches` use it.
@@ -225,30 +225,22 @@ pub(crate) fn default_profile(ctx: &Context) -> Result<LinuxSeccomp, SpecError> 
 
 /// A Localhost profile: `path` is an absolute file path on the node.
 pub(crate) fn localhost_profile(path: &Path, ctx: &Context) -> Result<LinuxSeccomp, SpecError> {
-    use std::io::Read;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(SpecError::SeccompProfileNotFound(path.into()));
-        }
-        Err(e) => {
-            return Err(SpecError::io(
-                format!("opening seccomp profile {}", path.display()),
-                e,
-            ));
-        }
-    };
-    let mut text = String::new();
     let invalid = |reason: String| SpecError::SeccompProfileInvalid {
         path: path.into(),
         reason,
     };
-    file.take(MAX_PROFILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| invalid(e.to_string()))?;
-    if text.len() as u64 > MAX_PROFILE_BYTES {
-        return Err(invalid(format!("larger than {MAX_PROFILE_BYTES} bytes")));
-    }
+    let bytes = match crate::rootfs::read_node_file(path, MAX_PROFILE_BYTES) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(SpecError::SeccompProfileNotFound(path.into())),
+        Err(SpecError::NotARegularFile { .. }) => {
+            return Err(invalid("not a regular file".into()));
+        }
+        Err(SpecError::FileTooLarge { limit, .. }) => {
+            return Err(invalid(format!("larger than {limit} bytes")));
+        }
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8(bytes).map_err(|e| invalid(e.to_string()))?;
     load(&text, ctx).map_err(invalid)
 }
 
@@ -379,6 +371,37 @@ mod tests {
 
     fn default_caps() -> Vec<String> {
         caps::DEFAULT.iter().map(|c| caps::cap_name(*c)).collect()
+    }
+
+    /// A FIFO, a directory or a huge file where a Localhost profile
+    /// should be: refused at once (a FIFO hung a berthd thread in open).
+    #[test]
+    fn localhost_profiles_that_are_not_small_regular_files_are_refused_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let big = d.path().join("big.json");
+        std::fs::write(&big, vec![b' '; MAX_PROFILE_BYTES + 1]).unwrap();
+        let caps: Vec<String> = Vec::new();
+        // (A hang here is the failure: the test runner kills it.)
+        for (p, want) in [
+            (fifo, "not a regular file"),
+            (d.path().to_owned(), "not a regular file"),
+            (big, "larger than"),
+        ] {
+            let e = localhost_profile(&p, &ctx(&caps, NATIVE_ARCH)).unwrap_err();
+            assert!(e.to_string().contains(want), "{}: {e}", p.display());
+            assert!(e.is_invalid_argument(), "{e}");
+        }
+        let missing = localhost_profile(&d.path().join("none.json"), &ctx(&caps, NATIVE_ARCH));
+        assert!(matches!(missing, Err(SpecError::SeccompProfileNotFound(_))));
     }
 
     fn ctx<'a>(caps: &'a [String], arch: &'a str) -> Context<'a> {
