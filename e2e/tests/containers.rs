@@ -841,3 +841,51 @@ async fn propagation(tag: &str, handler: &'static str) {
     drop(mounts);
     s.finish().await;
 }
+
+/// A CreateContainer whose copy of the sandbox config claims more than the
+/// pod was created with gains nothing: privilege and sysctls come from the
+/// pod as RunPodSandbox received it.
+#[tokio::test]
+async fn a_forged_sandbox_config_gains_nothing() {
+    if !root_or_skip("a_forged_sandbox_config_gains_nothing") {
+        return;
+    }
+    let mut s = setup("forgedsb", "berth", fixture::busybox()).await;
+    let mut forged = s.pod_config.clone();
+    let linux = forged.linux.get_or_insert_default();
+    linux
+        .sysctls
+        .insert("kernel.shm_rmid_forced".into(), "1".into());
+    linux.security_context.get_or_insert_default().privileged = true;
+    let create =
+        |c: &mut berth_cli::client::CriClient, cfg: ContainerConfig, sb: PodSandboxConfig| {
+            let pod = s.pod.clone();
+            let mut c = c.clone();
+            async move {
+                c.runtime
+                    .create_container(CreateContainerRequest {
+                        pod_sandbox_id: pod,
+                        config: Some(cfg),
+                        sandbox_config: Some(sb),
+                    })
+                    .await
+                    .map(|r| r.into_inner().container_id)
+            }
+        };
+    // A privileged container in a pod that is not: refused.
+    let mut cfg = s.config("priv", &["sleep", "1000"]);
+    cfg.linux
+        .get_or_insert_default()
+        .security_context
+        .get_or_insert_default()
+        .privileged = true;
+    let e = create(&mut s.c, cfg, forged.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // The forged sysctl is not applied.
+    let cfg = s.config("plain", &["sleep", "1000"]);
+    let id = create(&mut s.c, cfg, forged).await.unwrap();
+    s.start(&id).await;
+    let (_, v) = s.sh(&id, "cat /proc/sys/kernel/shm_rmid_forced").await;
+    assert_eq!(v, "0");
+    s.finish().await;
+}

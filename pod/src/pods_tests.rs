@@ -157,6 +157,7 @@ fn spec(name: &str, pid: NsMode) -> SandboxSpec {
             ipc: NsMode::Pod,
         },
         runtime_handler: String::new(),
+        cri_config: String::new(),
     }
 }
 

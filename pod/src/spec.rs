@@ -81,6 +81,13 @@ pub struct SandboxSpec {
     pub sysctls: BTreeMap<String, String>,
     pub namespaces: NsOptions,
     pub runtime_handler: String,
+    /// The RunPodSandbox config as berthd received it (protobuf, base64),
+    /// kept for what is decided from the pod later: a container's
+    /// privilege, user namespace and sysctls come from it, never from the
+    /// copy a CreateContainer carries. berth-pod does not read it. Empty in
+    /// records made before berth kept it.
+    #[serde(default)]
+    pub cri_config: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -63,7 +63,7 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
             name,
             attempt,
             config,
-            sandbox_config: r.sandbox_config.unwrap_or_default(),
+            sandbox_config: stored_sandbox_config(&pod, r.sandbox_config),
             image: info,
         })
         .await;
@@ -71,6 +71,32 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
         leases::create_failed(&shared.images, &lease, &e);
         error::container(e)
     })
+}
+
+/// The pod's config as RunPodSandbox received it: what a container's
+/// privilege, user namespace and sysctls are decided from. The copy a
+/// CreateContainer carries is never trusted: it could claim a privileged
+/// pod, or sysctls the pod never passed. A record made before berth kept
+/// the config uses the request's copy, never privileged.
+fn stored_sandbox_config(
+    pod: &SandboxRecord,
+    request: Option<cri::PodSandboxConfig>,
+) -> cri::PodSandboxConfig {
+    use base64::Engine;
+    use prost::Message;
+    if !pod.spec.cri_config.is_empty()
+        && let Some(c) = base64::engine::general_purpose::STANDARD
+            .decode(&pod.spec.cri_config)
+            .ok()
+            .and_then(|b| cri::PodSandboxConfig::decode(b.as_slice()).ok())
+    {
+        return c;
+    }
+    let mut c = request.unwrap_or_default();
+    if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.privileged = false;
+    }
+    c
 }
 
 /// What the container code needs of a pod: its namespaces and files, its

@@ -46,6 +46,11 @@ pub fn spec_from(
 ) -> Result<SandboxSpec, Status> {
     let c = config.ok_or_else(|| invalid("config is required"))?;
     crate::validate::pod(&c, &handler)?;
+    let cri_config = {
+        use base64::Engine;
+        use prost::Message;
+        base64::engine::general_purpose::STANDARD.encode(c.encode_to_vec())
+    };
     let m = c
         .metadata
         .ok_or_else(|| invalid("config.metadata is required"))?;
@@ -110,6 +115,7 @@ pub fn spec_from(
         sysctls: linux.sysctls.into_iter().collect(),
         namespaces,
         runtime_handler: handler,
+        cri_config,
     })
 }
 
