@@ -67,6 +67,7 @@ impl Containers {
         if !pod.ready {
             return Err(RuntimeError::PodNotReady(pod.id.clone()));
         }
+        check_mounts(&req.config, &self.inner.paths.protected)?;
         let runtime = self.runtime_for(&pod.runtime_handler)?;
         let handler = self
             .inner
@@ -257,6 +258,42 @@ impl Containers {
     }
 }
 
+/// Refuses a writable mount, into a container that is not privileged, of
+/// berth's root or state directory, of anything inside them, or of a
+/// directory that holds them (a container wrote into berth's store
+/// through one). Read-only mounts stay allowed: node agents read them.
+/// Paths are compared after resolving symlinks on the host; a source that
+/// does not exist is left to the runtime's own checks.
+pub fn check_mounts(config: &ContainerConfig, protected: &[PathBuf]) -> Result<(), RuntimeError> {
+    let privileged = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .is_some_and(|s| s.privileged);
+    if privileged {
+        return Ok(());
+    }
+    let protected: Vec<PathBuf> = protected
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    for m in config.mounts.iter().filter(|m| !m.readonly) {
+        let Ok(host) = std::fs::canonicalize(&m.host_path) else {
+            continue;
+        };
+        if let Some(p) = protected
+            .iter()
+            .find(|p| host.starts_with(p) || p.starts_with(&host))
+        {
+            return Err(RuntimeError::ProtectedMount {
+                host_path: PathBuf::from(&m.host_path),
+                protected: p.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The CRI log path: `log_path` relative to the pod's log directory, and
 /// never outside it. Empty: no log.
 pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>, RuntimeError> {
@@ -289,6 +326,49 @@ pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writable_mounts_of_berths_dirs_are_refused_unless_privileged() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("var/lib/berth");
+        std::fs::create_dir_all(root.join("containers")).unwrap();
+        std::fs::create_dir_all(d.path().join("data")).unwrap();
+        std::os::unix::fs::symlink(&root, d.path().join("link")).unwrap();
+        let protected = [root.clone()];
+        let cfg = |host: &std::path::Path, readonly: bool, privileged: bool| ContainerConfig {
+            mounts: vec![k8s_cri::v1::Mount {
+                host_path: host.display().to_string(),
+                container_path: "/m".into(),
+                readonly,
+                ..Default::default()
+            }],
+            linux: Some(k8s_cri::v1::LinuxContainerConfig {
+                security_context: Some(k8s_cri::v1::LinuxContainerSecurityContext {
+                    privileged,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        for bad in [
+            root.clone(),
+            root.join("containers"),
+            d.path().join("var"),
+            d.path().join("link"),
+        ] {
+            let e = check_mounts(&cfg(&bad, false, false), &protected).unwrap_err();
+            assert!(
+                matches!(e, RuntimeError::ProtectedMount { .. }),
+                "{}: {e}",
+                bad.display()
+            );
+            check_mounts(&cfg(&bad, true, false), &protected).unwrap();
+            check_mounts(&cfg(&bad, false, true), &protected).unwrap();
+        }
+        check_mounts(&cfg(&d.path().join("data"), false, false), &protected).unwrap();
+        check_mounts(&cfg(&d.path().join("missing"), false, false), &protected).unwrap();
+    }
 
     #[test]
     fn log_paths_stay_in_the_pod_log_dir() {

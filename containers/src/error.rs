@@ -51,6 +51,15 @@ pub enum RuntimeError {
     /// has no log directory to be relative to.
     #[error("log_path {path:?}: {reason}")]
     BadLogPath { path: String, reason: String },
+    /// A writable mount of berth's own root or state directory (or of one
+    /// that holds it) into a container that is not privileged.
+    #[error(
+        "mount of {host_path} into a container that is not privileged: it holds or is inside berth's {protected}; mount it read-only"
+    )]
+    ProtectedMount {
+        host_path: PathBuf,
+        protected: PathBuf,
+    },
     /// ExecSync without a command.
     #[error("cmd is required")]
     EmptyCommand,

@@ -39,6 +39,9 @@ pub struct Paths {
     pub containers: PathBuf,
     /// `<state>`: shims under `shims/`, runtime roots under `runtime/`.
     pub state: PathBuf,
+    /// berth's own directories (root and state): no container but a
+    /// privileged one may mount them, or what holds them, writable.
+    pub protected: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]

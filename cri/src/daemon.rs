@@ -123,6 +123,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         berth_containers::Paths {
             containers: d.root_dir.join("containers"),
             state: d.state_dir.clone(),
+            protected: vec![d.root_dir.clone(), d.state_dir.clone()],
         },
         cgroups.clone(),
         config.pod.cgroup_driver,

@@ -72,6 +72,7 @@ pub fn container(e: berth_containers::RuntimeError) -> Status {
         | E::IdRequired
         | E::AmbiguousId(_)
         | E::BadLogPath { .. }
+        | E::ProtectedMount { .. }
         | E::EmptyCommand
         | E::ShimRefused {
             kind: K::Invalid, ..

@@ -889,3 +889,37 @@ async fn a_forged_sandbox_config_gains_nothing() {
     assert_eq!(v, "0");
     s.finish().await;
 }
+
+/// berth's own root and state directories may be mounted into a container
+/// that is not privileged read-only only (a container wrote into berth's
+/// store through such a mount).
+#[tokio::test]
+async fn berths_own_dirs_mount_read_only_only() {
+    if !root_or_skip("berths_own_dirs_mount_read_only_only") {
+        return;
+    }
+    let mut s = setup("owndirs", "berth", fixture::busybox()).await;
+    for (i, dir) in [s.e.d.root_dir.clone(), s.e.d.state_dir.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        let mount = |readonly| Mount {
+            container_path: "/berth".into(),
+            host_path: dir.display().to_string(),
+            readonly,
+            ..Default::default()
+        };
+        let mut cfg = s.config(&format!("rw{i}"), &["sleep", "1000"]);
+        cfg.mounts.push(mount(false));
+        let e = s.create(cfg).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("read-only"), "{e:?}");
+        let mut cfg = s.config(&format!("ro{i}"), &["sleep", "1000"]);
+        cfg.mounts.push(mount(true));
+        let id = s.create(cfg).await.unwrap();
+        s.start(&id).await;
+        let (code, _) = s.sh(&id, "touch /berth/x").await;
+        assert_ne!(code, 0, "wrote into a read-only mount of {}", dir.display());
+    }
+    s.finish().await;
+}
