@@ -19,6 +19,11 @@ pub struct Handler {
     pub options: Vec<String>,
 }
 
+/// The default pids limit of a container: far above what ordinary
+/// containers run (threads count), far below the kernel's default pid_max
+/// of 32768.
+pub const DEFAULT_PIDS_LIMIT: i64 = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -31,6 +36,11 @@ pub struct Config {
     /// Resource limits of every container process, `NAME=SOFT:HARD` or
     /// `NAME=VALUE` (see `berth_spec::rlimits`); empty: none set.
     pub default_rlimits: Vec<String>,
+    /// The pids limit (`pids.max`) of a container's cgroup, as CRI-O's
+    /// `pids_limit`: the CRI sets none per container, so without it a
+    /// fork bomb in a pod kubelet gave no pod-level limit exhausts the
+    /// node's pids. 0: none.
+    pub default_pids_limit: i64,
     pub handlers: BTreeMap<String, Handler>,
 }
 
@@ -50,6 +60,7 @@ impl Default for Config {
             shim_path: String::new(),
             exec_max_output: 16 * 1024 * 1024,
             default_rlimits: Vec::new(),
+            default_pids_limit: DEFAULT_PIDS_LIMIT,
             handlers,
         }
     }
@@ -65,6 +76,12 @@ impl Config {
                     self.default_handler,
                     self.handlers.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
+            ));
+        }
+        if self.default_pids_limit < 0 {
+            return Err((
+                "default_pids_limit",
+                "must be 0 (no limit) or a number of processes".into(),
             ));
         }
         if self.exec_max_output == 0 {

@@ -183,6 +183,7 @@ impl Containers {
             cgroups_path: rec.cgroups_path.clone(),
             min_oom_score_adj: self.inner.min_oom_score_adj,
             rlimits: &self.inner.rlimits,
+            pids_limit: self.inner.config.default_pids_limit,
         })?;
         let user = spec
             .process()

@@ -923,3 +923,51 @@ async fn berths_own_dirs_mount_read_only_only() {
     }
     s.finish().await;
 }
+
+/// `[runtime] default_pids_limit` caps each container's pids: a fork bomb
+/// in a container without a pod-level limit stops at it; on both handlers.
+#[tokio::test]
+async fn a_fork_bomb_stops_at_the_pids_limit() {
+    if !root_or_skip("a_fork_bomb_stops_at_the_pids_limit") {
+        return;
+    }
+    for (tag, handler) in [("ctrpids", "berth"), ("ctrpidsrunc", "runc")] {
+        let mut s = setup_with(tag, handler, fixture::busybox(), |b| {
+            b.config("runtime", "default_pids_limit", "32")
+        })
+        .await;
+        let id = s.run("bomb", &["sleep", "1000"]).await;
+        // A fork loop, exec'd in the container: it dies when fork fails.
+        let r = s
+            .exec(
+                &id,
+                &[
+                    "sh",
+                    "-c",
+                    "i=0; while [ $i -lt 1000 ]; do sleep 1000 >/dev/null 2>&1 & i=$((i+1)); done",
+                ],
+                20,
+            )
+            .await
+            .unwrap();
+        assert_ne!(r.exit_code, 0, "{handler}: 1000 forks went through");
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("can't fork"),
+            "{handler}: {r:?}"
+        );
+        let cgroup = s.e.d.pod_cgroup("/sys/fs/cgroup/pids", &s.pod).join(&id);
+        let current: u32 = std::fs::read_to_string(cgroup.join("pids.current"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(current <= 32, "{handler}: {current} pids");
+        assert_eq!(
+            s.status(&id).await.state,
+            ContainerState::ContainerRunning as i32
+        );
+        let pids_max = std::fs::read_to_string(cgroup.join("pids.max")).unwrap();
+        assert_eq!(pids_max.trim(), "32", "{handler}");
+        s.finish().await;
+    }
+}

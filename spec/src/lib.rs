@@ -73,6 +73,9 @@ pub struct SpecInput<'a> {
     /// Resource limits of the container's processes (`[runtime]
     /// default_rlimits`); empty: none set, inherited from the shim.
     pub rlimits: &'a [oci_spec::runtime::PosixRlimit],
+    /// `[runtime] default_pids_limit`: the container's pids limit, as the
+    /// CRI sets none; 0: none.
+    pub pids_limit: i64,
 }
 
 /// The pod sandbox as the container sees it.
@@ -175,6 +178,11 @@ pub fn generate_with(input: &SpecInput, host: &Host) -> Result<Spec, SpecError> 
         None => LinuxResources::default(),
     };
     res.set_devices(Some(devs.cgroup));
+    if input.pids_limit > 0 && res.pids().is_none() {
+        let mut pids = oci_spec::runtime::LinuxPids::default();
+        pids.set_limit(input.pids_limit);
+        res.set_pids(Some(pids));
+    }
     let namespaces = namespaces::namespaces(
         input.sandbox,
         sc,
@@ -275,6 +283,7 @@ pub(crate) mod testutil {
         pub image: ImageConfiguration,
         pub sandbox: Sandbox,
         pub rlimits: Vec<oci_spec::runtime::PosixRlimit>,
+        pub pids_limit: i64,
     }
 
     impl Fixture {
@@ -307,6 +316,7 @@ pub(crate) mod testutil {
                 image: ImageConfiguration::default(),
                 sandbox,
                 rlimits: Vec::new(),
+                pids_limit: 0,
                 dir,
             }
         }
@@ -322,6 +332,7 @@ pub(crate) mod testutil {
                 cgroups_path: "/kubepods/pod1/c1".into(),
                 min_oom_score_adj: -500,
                 rlimits: &self.rlimits,
+                pids_limit: self.pids_limit,
             }
         }
 

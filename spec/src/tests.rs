@@ -83,6 +83,18 @@ fn basic_container() {
     assert_eq!((r.len(), r[0].soft(), r[0].hard()), (1, 1024, 2048));
     let exec = crate::process_for_exec(&spec, &["sh".to_string()]).unwrap();
     assert_eq!(exec.rlimits().as_ref().unwrap().len(), 1);
+    // No pids limit unless configured; then in the cgroup resources.
+    let pids = |spec: &oci_spec::runtime::Spec| {
+        let r = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        r.pids().as_ref().map(|p| p.limit())
+    };
+    assert_eq!(pids(&spec), None);
+    f.pids_limit = 4096;
+    assert_eq!(
+        pids(&generate_with(&f.input(), &host()).unwrap()),
+        Some(4096)
+    );
+    f.pids_limit = 0;
     let caps = p.capabilities().as_ref().unwrap();
     assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);
     assert!(
