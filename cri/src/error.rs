@@ -19,6 +19,16 @@ pub fn store(e: StoreError) -> Status {
     Status::internal(e.to_string())
 }
 
+/// A failure of the node's filesystem: a full disk or quota is
+/// ResourceExhausted (kubelet and an operator can act on it), anything
+/// else Internal.
+fn io_status(e: &std::io::Error, msg: String) -> Status {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => Status::resource_exhausted(msg),
+        _ => Status::internal(msg),
+    }
+}
+
 /// A blocking task panicked or was cancelled.
 pub fn join(e: tokio::task::JoinError) -> Status {
     Status::internal(format!("internal task failed: {e}"))
@@ -55,7 +65,8 @@ pub fn pod(e: berth_pod::PodError) -> Status {
         E::Network(berth_pod::NetworkError::NotReady(_)) => Status::failed_precondition(msg),
         E::Network(berth_pod::NetworkError::Invalid(_)) => Status::invalid_argument(msg),
         E::Network(berth_pod::NetworkError::Failed(_)) => Status::internal(msg),
-        E::Namespaces(_) | E::Cgroup { .. } | E::Files(_) => Status::internal(msg),
+        E::Files(source) | E::Cgroup { source, .. } => io_status(&source, msg),
+        E::Namespaces(_) => Status::internal(msg),
         E::Store(s) => store(s),
     }
 }
@@ -90,6 +101,10 @@ pub fn container(e: berth_containers::RuntimeError) -> Status {
         } => Status::failed_precondition(msg),
         E::ExecTimedOut { .. } => Status::deadline_exceeded(msg),
         E::Store(s) => store(s),
+        E::Io { source, .. } => {
+            tracing::warn!(error = %msg, "container call failed");
+            io_status(&source, msg)
+        }
         E::Spec(_)
         | E::Config { .. }
         | E::Runtime { .. }
@@ -100,7 +115,6 @@ pub fn container(e: berth_containers::RuntimeError) -> Status {
         | E::Shim { .. }
         | E::Unkillable { .. }
         | E::Corrupt { .. }
-        | E::Io { .. }
         | E::Task(_) => {
             tracing::warn!(error = %msg, "container call failed");
             Status::internal(msg)
