@@ -191,15 +191,20 @@ impl LineSplitter {
 pub struct LogFile {
     path: PathBuf,
     file: File,
+    /// The file's length after the last whole write: where a failed write
+    /// is cut back to.
+    len: u64,
     /// A write failed; logged once until the next success.
     failing: bool,
 }
 
 impl LogFile {
     pub fn open(path: &Path) -> io::Result<LogFile> {
+        let file = open_log(path)?;
         Ok(LogFile {
             path: path.to_path_buf(),
-            file: open_log(path)?,
+            len: file.metadata()?.len(),
+            file,
             failing: false,
         })
     }
@@ -208,24 +213,32 @@ impl LogFile {
     /// rotation, this creates a new file).
     pub fn reopen(&mut self) -> io::Result<()> {
         self.file = open_log(&self.path)?;
+        self.len = self.file.metadata()?.len();
         self.failing = false;
         Ok(())
     }
 
-    /// Writes formatted lines; errors are reported once (the container's
-    /// output keeps being drained either way).
+    /// Writes formatted lines; errors are reported once, and the lines of
+    /// a failed write are dropped whole (a full disk: the log stops, the
+    /// container's output keeps being drained, and logging resumes with
+    /// the next line once there is space, never after half a line).
     pub fn write(&mut self, buf: &[u8]) {
         match self.file.write_all(buf) {
-            Ok(()) => self.failing = false,
+            Ok(()) => {
+                self.failing = false;
+                self.len += buf.len() as u64;
+            }
             Err(e) => {
                 if !self.failing {
                     diag!(
                         super::diag::Level::Error,
-                        "log write {}: {e}",
+                        "log write {}: {e}; lines dropped until it succeeds",
                         self.path.display()
                     );
                 }
                 self.failing = true;
+                // What reached the file of this write goes again.
+                let _ = self.file.set_len(self.len);
             }
         }
     }
