@@ -259,10 +259,16 @@ impl Containers {
     /// StopContainer: the stop signal, `timeout` to exit, then SIGKILL.
     /// Stopping a stopped container is fine.
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
-        let id = self.must_resolve(id)?;
+        // The CRI makes Stop idempotent: an unknown or removed container is
+        // stopped already (kubelet retries Stop after Remove races).
+        let Some(id) = self.resolve_id(id)? else {
+            return Ok(());
+        };
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
-        let mut rec = self.get(&id)?;
+        let Some(mut rec) = self.inner.store.get(&CONTAINERS, &id)? else {
+            return Ok(());
+        };
         self.stop_locked(&mut rec, timeout).await?;
         tracing::info!(container_id = %id, "container stopped");
         if !rec.released {

@@ -601,6 +601,12 @@ async fn bad_container_requests_get_specific_errors() {
     // Unknown container ids.
     let e = s.exec("nosuchcontainer", &["true"], 5).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    // Stop, like Remove, is idempotent: an unknown or removed container
+    // is stopped already.
+    s.stop("nosuchcontainer", 0).await;
+    let gone = s.run("gone", &["sleep", "1000"]).await;
+    s.remove(&gone).await;
+    s.stop(&gone, 0).await;
 
     // A pod that is not ready takes no containers.
     s.c.runtime
