@@ -26,6 +26,8 @@ pub const BUILTIN_RUNTIME: &str = "berth-runtime";
 #[derive(Debug, Default)]
 pub struct SealedRuntimes {
     copies: Mutex<HashMap<PathBuf, Arc<SealedExe>>>,
+    /// Each runtime's `features`, asked once.
+    features: Mutex<HashMap<PathBuf, Option<serde_json::Value>>>,
 }
 
 impl SealedRuntimes {
@@ -46,6 +48,33 @@ impl SealedRuntimes {
         copies.insert(path.to_owned(), Arc::clone(&copy));
         tracing::debug!(runtime = %path.display(), "sealed copy made");
         Ok(copy)
+    }
+
+    /// The runtime's `features` document (its JSON), asked once per binary
+    /// and kept; None when it cannot tell.
+    pub fn features(&self, rt: &proto::Runtime) -> Option<serde_json::Value> {
+        let mut cache = self.features.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = cache.get(&rt.path) {
+            return f.clone();
+        }
+        let f = self.get(&rt.path).ok().and_then(|copy| {
+            use std::os::unix::process::CommandExt;
+            let out = std::process::Command::new(copy.exec_path())
+                .arg0(&rt.path)
+                .arg("features")
+                .env_clear()
+                .env("PATH", crate::shim::SAFE_PATH)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| serde_json::from_slice(&out.stdout).ok())
+                .flatten()
+        });
+        cache.insert(rt.path.clone(), f.clone());
+        f
     }
 
     /// The runtime's command, run from its copy (`argv[0]` names the file),

@@ -137,6 +137,20 @@ impl Containers {
         m.remove(id);
     }
 
+    /// Whether a handler ("" = the default) supports recursive read-only
+    /// mounts: its runtime lists `rro` among its mount options. (The
+    /// kernel needs mount_setattr too: the caller checks that.)
+    pub fn handler_supports_rro(&self, handler: &str) -> bool {
+        self.runtime_for(handler)
+            .ok()
+            .and_then(|rt| self.inner.sealed.features(&rt))
+            .is_some_and(|f| {
+                f["mountOptions"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|v| v == "rro"))
+            })
+    }
+
     /// The binary of a handler ("" = the default), if it can be found.
     pub fn handler_binary(&self, handler: &str) -> Result<PathBuf, RuntimeError> {
         self.runtime_for(handler).map(|r| r.path)

@@ -977,3 +977,68 @@ async fn a_fork_bomb_stops_at_the_pids_limit() {
         s.finish().await;
     }
 }
+
+/// Recursive read-only mounts (`recursive_read_only`, the runtime's
+/// `rro`): a read-only volume whose host directory has a mount inside is
+/// read-only all the way down, where a plain read-only bind leaves the
+/// inner mount writable; on both handlers, and Status says so.
+#[tokio::test]
+async fn recursive_read_only_mounts_reach_inner_mounts() {
+    if !root_or_skip("recursive_read_only_mounts_reach_inner_mounts") {
+        return;
+    }
+    use nix::mount::{MsFlags, mount};
+    for (tag, handler) in [("ctrrro", "berth"), ("ctrrrorunc", "runc")] {
+        let mut s = setup(tag, handler, fixture::busybox()).await;
+        let st =
+            s.c.runtime
+                .status(StatusRequest { verbose: false })
+                .await
+                .unwrap()
+                .into_inner();
+        assert!(st.features.unwrap().supplemental_groups_policy);
+        let h = st
+            .runtime_handlers
+            .iter()
+            .find(|h| h.name == handler)
+            .unwrap_or_else(|| panic!("{handler} in {:?}", st.runtime_handlers));
+        let f = h.features.unwrap();
+        assert!(f.recursive_read_only_mounts, "{handler}");
+        assert!(!f.user_namespaces, "{handler}");
+        let vol = s.e.d.dir.join("rrovol");
+        fs::create_dir_all(vol.join("sub")).unwrap();
+        mount(
+            Some("tmpfs"),
+            &vol.join("sub"),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .unwrap();
+        let mounts = HostMounts(vec![vol.join("sub")]);
+        let mut cfg = s.config("rro", &["sleep", "1000"]);
+        for (path, rro) in [("/plain", false), ("/rro", true)] {
+            cfg.mounts.push(Mount {
+                container_path: path.into(),
+                host_path: vol.to_str().unwrap().into(),
+                readonly: true,
+                recursive_read_only: rro,
+                propagation: MountPropagation::PropagationPrivate as i32,
+                ..Default::default()
+            });
+        }
+        let id = s
+            .create(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("{handler}: {e:?}"));
+        s.start(&id).await;
+        let (plain, _) = s.sh(&id, "touch /plain/sub/x").await;
+        assert_eq!(plain, 0, "{handler}: a plain read-only bind's inner mount");
+        let (rro, out) = s.sh(&id, "touch /rro/sub/y").await;
+        assert_ne!(rro, 0, "{handler}: wrote under a recursive read-only mount");
+        assert!(out.contains("Read-only"), "{handler}: {out}");
+        s.remove(&id).await;
+        drop(mounts);
+        s.finish().await;
+    }
+}

@@ -509,7 +509,7 @@ pub fn features() -> Result<()> {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.1",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": ["ro", "rw", "bind", "rbind", "nosuid", "nodev", "noexec", "relatime", "strictatime", "private", "rprivate", "shared", "rshared", "slave", "rslave"],
+        "mountOptions": ["ro", "rw", "bind", "rbind", "nosuid", "nodev", "noexec", "relatime", "strictatime", "private", "rprivate", "shared", "rshared", "slave", "rslave", "rro", "rrw", "rnosuid", "rnodev", "rnoexec"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts", "time"],
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},

@@ -75,26 +75,35 @@ pub fn status(shared: &Shared, verbose: bool) -> StatusResponse {
         status: Some(RuntimeStatus { conditions }),
         info,
         runtime_handlers: runtime_handlers(shared),
-        features: None,
+        // SupplementalGroupsPolicy (Merge and Strict) and the resolved
+        // ContainerUser in ContainerStatus: berth-spec implements both.
+        features: Some(k8s_cri::v1::RuntimeFeatures {
+            supplemental_groups_policy: true,
+        }),
     }
 }
 
 /// The configured RuntimeClass handlers, the default one also under the
-/// empty name (as kubelet expects). Recursive read-only mounts need
-/// mount_setattr (Linux 5.12); user namespaces are not supported yet.
+/// empty name (as kubelet expects), with what each truly supports:
+/// recursive read-only mounts when its runtime lists `rro` (asked once)
+/// and the kernel has mount_setattr (Linux 5.12); user namespaces not yet
+/// (berth refuses them).
 fn runtime_handlers(shared: &Shared) -> Vec<RuntimeHandler> {
     // The kernel does not change under a running daemon: read it once.
-    static RRO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let features = RuntimeHandlerFeatures {
-        recursive_read_only_mounts: *RRO.get_or_init(|| kernel_at_least(5, 12)),
-        user_namespaces: false,
-    };
+    static KERNEL_RRO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let kernel_rro = *KERNEL_RRO.get_or_init(|| kernel_at_least(5, 12));
     let rt = &shared.config.runtime;
     std::iter::once(String::new())
         .chain(rt.handlers.keys().cloned())
-        .map(|name| RuntimeHandler {
-            name,
-            features: Some(features),
+        .map(|name| {
+            let rro = kernel_rro && shared.containers.handler_supports_rro(&name);
+            RuntimeHandler {
+                name,
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: rro,
+                    user_namespaces: false,
+                }),
+            }
         })
         .collect()
 }
