@@ -76,6 +76,9 @@ impl Containers {
             .map(|(n, _)| n.to_owned())
             .unwrap_or_default();
         let log_path = resolve_log_path(&pod.log_directory, &req.config.log_path)?;
+        if let Some(p) = &log_path {
+            make_log_dirs(Path::new(&pod.log_directory), p)?;
+        }
         let stop_signal = berth_spec::stop_signal(&req.image.config)?;
         let id = new_id();
         let key = reservation_key(&req.name, req.attempt, &pod.id);
@@ -295,6 +298,51 @@ pub fn check_mounts(config: &ContainerConfig, protected: &[PathBuf]) -> Result<(
     Ok(())
 }
 
+/// Makes the directories of a container's log file that do not exist yet,
+/// the pod's log directory and below it, as containerd does (kubelet's own
+/// container subdirectories included). Never outside it: below the pod's
+/// log directory a component that exists must be a real directory, not a
+/// symlink.
+pub fn make_log_dirs(log_dir: &Path, log_file: &Path) -> Result<(), RuntimeError> {
+    let Some(parent) = log_file.parent() else {
+        return Ok(());
+    };
+    let rel = parent.strip_prefix(log_dir).unwrap_or(Path::new(""));
+    // The pod's log directory itself is where kubelet said.
+    std::fs::create_dir_all(log_dir)
+        .map_err(|e| RuntimeError::io(format!("making log directory {}", log_dir.display()), e))?;
+    let mut dir = log_dir.to_owned();
+    for c in rel.components() {
+        dir.push(c);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => {
+                return Err(RuntimeError::BadLogPath {
+                    path: log_file.display().to_string(),
+                    reason: format!("{} is not a directory", dir.display()),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(RuntimeError::io(
+                    format!("log directory {}", dir.display()),
+                    e,
+                ));
+            }
+        }
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::io(
+                    format!("making log directory {}", dir.display()),
+                    e,
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The CRI log path: `log_path` relative to the pod's log directory, and
 /// never outside it. Empty: no log.
 pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>, RuntimeError> {
@@ -327,6 +375,24 @@ pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_dirs_are_made_inside_the_pod_log_dir_only() {
+        let d = tempfile::tempdir().unwrap();
+        let log_dir = d.path().join("pods/ns_web_uid");
+        let file = log_dir.join("app/0.log");
+        make_log_dirs(&log_dir, &file).unwrap();
+        assert!(log_dir.join("app").is_dir());
+        // Again: fine.
+        make_log_dirs(&log_dir, &file).unwrap();
+        // A symlink where a directory should be is not followed.
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, log_dir.join("evil")).unwrap();
+        let e = make_log_dirs(&log_dir, &log_dir.join("evil/sub/0.log")).unwrap_err();
+        assert!(matches!(e, RuntimeError::BadLogPath { .. }), "{e}");
+        assert!(!outside.join("sub").exists());
+    }
 
     #[test]
     fn writable_mounts_of_berths_dirs_are_refused_unless_privileged() {

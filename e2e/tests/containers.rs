@@ -1042,3 +1042,23 @@ async fn recursive_read_only_mounts_reach_inner_mounts() {
         s.finish().await;
     }
 }
+
+/// A container log path in directories of the pod's log directory that do
+/// not exist yet: they are made (as containerd does), and the log written.
+#[tokio::test]
+async fn missing_log_directories_are_made() {
+    if !root_or_skip("missing_log_directories_are_made") {
+        return;
+    }
+    let mut s = setup("ctrlogdirs", "berth", fixture::busybox()).await;
+    let mut cfg = s.config("nested", &["sh", "-c", "echo hello; exec sleep 1000"]);
+    cfg.log_path = "app/0/nested.log".into();
+    let id = s.create(cfg).await.unwrap();
+    s.start(&id).await;
+    let log = s.e.d.dir.join("logs/pod/app/0/nested.log");
+    eventually("the log is written", || {
+        fs::read_to_string(&log).is_ok_and(|t| t.contains("hello"))
+    })
+    .await;
+    s.finish().await;
+}
