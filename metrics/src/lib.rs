@@ -3,6 +3,13 @@
 //! the Prometheus endpoint.
 //!
 //! - `cgroup`: one read of a cgroup's CPU, memory, page faults, OOM kills
-//!   and processes, v1 and v2.
+//!   and processes, v1 and v2;
+//! - `netdev`: a pod's interfaces' counters, read in its network namespace;
+//! - `disk`: a writable layer's bytes and inodes;
+//! - `collector`: samples of all of them, on a tick and on demand, each
+//!   with the time it was read.
 
 pub mod cgroup;
+pub mod collector;
+pub mod disk;
+pub mod netdev;

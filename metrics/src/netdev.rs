@@ -1,0 +1,99 @@
+//! A pod's network interfaces' counters, read inside its network namespace:
+//! `/proc/thread-self/net/dev` shows the namespace of the reading thread,
+//! so a thread of its own enters the pod's namespace (setns on the pinned
+//! file), reads, and ends; berthd's other threads never change namespace.
+
+use std::path::Path;
+
+/// One interface's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+}
+
+/// Parses `/proc/net/dev`: two header lines, then `name: rx_bytes
+/// rx_packets rx_errs ... tx_bytes tx_packets tx_errs ...` per interface.
+pub fn parse(text: &str) -> Vec<Interface> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|v| v.parse().ok())
+                .collect::<Option<_>>()?;
+            (f.len() >= 16).then(|| Interface {
+                name: name.trim().to_owned(),
+                rx_bytes: f[0],
+                rx_errors: f[2],
+                tx_bytes: f[8],
+                tx_errors: f[10],
+            })
+        })
+        .collect()
+}
+
+/// The interfaces of the network namespace pinned at `netns` (`lo`
+/// left out: kubelet reports the pod's own interfaces). None when the
+/// namespace cannot be entered (the pod is going).
+pub fn read_in(netns: &Path) -> Option<Vec<Interface>> {
+    let ns = std::fs::File::open(netns).ok()?;
+    std::thread::Builder::new()
+        .name("berth-netstat".into())
+        .spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+            let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
+            Some(
+                parse(&text)
+                    .into_iter()
+                    .filter(|i| i.name != "lo")
+                    .collect(),
+            )
+        })
+        .ok()?
+        .join()
+        .ok()?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: &str = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    1296      16    0    0    0     0          0         0     1296      16    0    0    0     0       0          0
+  eth0: 8523911   12345    3    0    0     0          0         7   445566    2233    1    0    0     0       0          0
+";
+
+    #[test]
+    fn proc_net_dev_is_read_per_interface() {
+        let i = parse(DEV);
+        assert_eq!(i.len(), 2);
+        assert_eq!(
+            i[1],
+            Interface {
+                name: "eth0".into(),
+                rx_bytes: 8_523_911,
+                rx_errors: 3,
+                tx_bytes: 445_566,
+                tx_errors: 1,
+            }
+        );
+        assert!(parse("garbage\n\nx: 1 2\n").is_empty());
+    }
+
+    #[test]
+    fn this_namespace_reads_through_a_pinned_file() {
+        if !berth_testkit::root_or_skip("this_namespace_reads_through_a_pinned_file") {
+            return;
+        }
+        // Our own namespace, as a pinned pod namespace would be.
+        let mine = read_in(Path::new("/proc/self/ns/net"));
+        assert!(mine.is_some());
+        assert!(read_in(Path::new("/nonexistent/netns")).is_none());
+    }
+}
