@@ -27,6 +27,10 @@ pub struct Memory {
     pub working_set: u64,
     /// Anonymous memory (v1 `total_rss`, v2 `anon`).
     pub rss: u64,
+    /// Page cache (v1 `total_cache`, v2 `file`).
+    pub cache: u64,
+    /// Memory-mapped files (v1 `total_mapped_file`, v2 `file_mapped`).
+    pub mapped_file: u64,
     pub page_faults: u64,
     pub major_page_faults: u64,
     /// The limit, when one is set.
@@ -43,14 +47,63 @@ impl Memory {
     }
 }
 
+/// CPU time a cgroup used, in nanoseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cpu {
+    pub usage_ns: u64,
+    pub user_ns: u64,
+    pub system_ns: u64,
+    /// CFS bandwidth enforcement, when the cpu controller is there.
+    pub throttling: Option<Throttling>,
+}
+
+/// How often a CPU quota held a cgroup back (`cpu.stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Throttling {
+    pub periods: u64,
+    pub throttled_periods: u64,
+    pub throttled_ns: u64,
+}
+
+/// What a cgroup is promised and held to, as berth (or the runtime)
+/// wrote it: what kubelet asked for as requests and limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU shares in v1 units (2..262144, 1024 = one CPU requested); v2's
+    /// `cpu.weight` converted back the way kubelet converts shares to it.
+    pub cpu_shares: Option<u64>,
+    /// CPU quota per period in microseconds, when there is a quota.
+    pub cpu_quota: Option<(u64, u64)>,
+}
+
+impl Limits {
+    /// The CPU request the shares stand for, in millicores (kubelet:
+    /// shares = millicores * 1024 / 1000, at least 2).
+    pub fn cpu_request_millis(&self) -> Option<u64> {
+        self.cpu_shares.map(|s| s * 1000 / 1024)
+    }
+    /// The CPU limit the quota stands for, in millicores.
+    pub fn cpu_limit_millis(&self) -> Option<u64> {
+        self.cpu_quota
+            .and_then(|(q, p)| (p > 0).then(|| q * 1000 / p))
+    }
+}
+
 /// One read of a cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// CPU time used, in nanoseconds.
-    pub cpu_ns: Option<u64>,
+    pub cpu: Option<Cpu>,
     pub memory: Option<Memory>,
     /// Processes (and threads) in it.
     pub pids: Option<u64>,
+    pub limits: Limits,
+}
+
+impl Usage {
+    /// CPU time used, in nanoseconds.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        self.cpu.map(|c| c.usage_ns)
+    }
 }
 
 /// v1 and v2 write "max" or a huge number for "no limit".
@@ -68,6 +121,36 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
         (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// v2's `cpu.weight` (1..10000) back to v1 shares. Runtimes write
+/// `weight = 1 + (shares - 2) * 9999 / 262142`, which maps about 26
+/// shares to each weight; the middle of that range comes back (within 13
+/// shares, 13 millicores, of what was asked), except weight 1, which is
+/// a BestEffort pod's 2 shares far more often than anything else.
+pub fn weight_to_shares(weight: u64) -> u64 {
+    match weight.clamp(1, 10_000) {
+        1 => 2,
+        w => 2 + (2 * w - 1) * 262_142 / (2 * 9_999),
+    }
+}
+
+/// Clock ticks per second, the unit of v1's `cpuacct.stat`.
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+fn throttling(stat: &str, throttled_ns: Option<u64>) -> Option<Throttling> {
+    Some(Throttling {
+        periods: keyed(stat, "nr_periods")?,
+        throttled_periods: keyed(stat, "nr_throttled")?,
+        throttled_ns: throttled_ns?,
     })
 }
 
@@ -96,13 +179,19 @@ impl Layout {
     }
 }
 
-fn read_v1(root: &Path, rel: &str) -> Usage {
-    let mem = root.join("memory").join(rel);
-    let cpuacct = ["cpuacct", "cpu,cpuacct"]
+/// The first of `names` that is a controller hierarchy under `root`.
+fn hierarchy(root: &Path, names: &[&str]) -> PathBuf {
+    names
         .iter()
         .map(|h| root.join(h))
         .find(|h| h.is_dir())
-        .unwrap_or_else(|| root.join("cpuacct"));
+        .unwrap_or_else(|| root.join(names[0]))
+}
+
+fn read_v1(root: &Path, rel: &str) -> Usage {
+    let mem = root.join("memory").join(rel);
+    let cpuacct = hierarchy(root, &["cpuacct", "cpu,cpuacct"]).join(rel);
+    let cpu_dir = hierarchy(root, &["cpu", "cpu,cpuacct"]).join(rel);
     let memory = read_u64(&mem.join("memory.usage_in_bytes")).map(|usage| {
         let stat = std::fs::read_to_string(mem.join("memory.stat")).unwrap_or_default();
         let inactive = keyed(&stat, "total_inactive_file").unwrap_or(0);
@@ -111,24 +200,53 @@ fn read_v1(root: &Path, rel: &str) -> Usage {
             usage,
             working_set: usage.saturating_sub(inactive),
             rss: keyed(&stat, "total_rss").unwrap_or(0),
+            cache: keyed(&stat, "total_cache").unwrap_or(0),
+            mapped_file: keyed(&stat, "total_mapped_file").unwrap_or(0),
             page_faults: keyed(&stat, "total_pgfault").unwrap_or(0),
             major_page_faults: keyed(&stat, "total_pgmajfault").unwrap_or(0),
             limit: read_u64(&mem.join("memory.limit_in_bytes")).and_then(limit),
             oom_kills: keyed(&oom, "oom_kill").unwrap_or(0),
         }
     });
+    let cpu = read_u64(&cpuacct.join("cpuacct.usage")).map(|usage_ns| {
+        let stat = std::fs::read_to_string(cpuacct.join("cpuacct.stat")).unwrap_or_default();
+        let tick_ns = 1_000_000_000 / clock_ticks();
+        let cfs = std::fs::read_to_string(cpu_dir.join("cpu.stat")).unwrap_or_default();
+        Cpu {
+            usage_ns,
+            user_ns: keyed(&stat, "user").unwrap_or(0).saturating_mul(tick_ns),
+            system_ns: keyed(&stat, "system").unwrap_or(0).saturating_mul(tick_ns),
+            throttling: throttling(&cfs, keyed(&cfs, "throttled_time")),
+        }
+    });
+    let quota = std::fs::read_to_string(cpu_dir.join("cpu.cfs_quota_us"))
+        .ok()
+        .and_then(|q| q.trim().parse::<i64>().ok())
+        .and_then(|q| u64::try_from(q).ok());
+    let period = read_u64(&cpu_dir.join("cpu.cfs_period_us"));
     Usage {
-        cpu_ns: read_u64(&cpuacct.join(rel).join("cpuacct.usage")),
+        cpu,
         memory,
         pids: read_u64(&root.join("pids").join(rel).join("pids.current")),
+        limits: Limits {
+            cpu_shares: read_u64(&cpu_dir.join("cpu.shares")),
+            cpu_quota: quota.zip(period),
+        },
     }
 }
 
 fn read_v2(dir: &Path) -> Usage {
     let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
         .ok()
-        .and_then(|s| keyed(&s, "usage_usec"))
-        .map(|us| us.saturating_mul(1000));
+        .and_then(|s| {
+            let us = |k| keyed(&s, k).map(|v| v.saturating_mul(1000));
+            Some(Cpu {
+                usage_ns: us("usage_usec")?,
+                user_ns: us("user_usec").unwrap_or(0),
+                system_ns: us("system_usec").unwrap_or(0),
+                throttling: throttling(&s, us("throttled_usec")),
+            })
+        });
     let memory = read_u64(&dir.join("memory.current")).map(|usage| {
         let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
         let inactive = keyed(&stat, "inactive_file").unwrap_or(0);
@@ -137,6 +255,8 @@ fn read_v2(dir: &Path) -> Usage {
             usage,
             working_set: usage.saturating_sub(inactive),
             rss: keyed(&stat, "anon").unwrap_or(0),
+            cache: keyed(&stat, "file").unwrap_or(0),
+            mapped_file: keyed(&stat, "file_mapped").unwrap_or(0),
             page_faults: keyed(&stat, "pgfault").unwrap_or(0),
             major_page_faults: keyed(&stat, "pgmajfault").unwrap_or(0),
             limit: std::fs::read_to_string(dir.join("memory.max"))
@@ -146,10 +266,23 @@ fn read_v2(dir: &Path) -> Usage {
             oom_kills: keyed(&events, "oom_kill").unwrap_or(0),
         }
     });
+    // cpu.max: "$QUOTA $PERIOD", QUOTA "max" for none.
+    let cpu_quota = std::fs::read_to_string(dir.join("cpu.max"))
+        .ok()
+        .and_then(|s| {
+            let mut f = s.split_whitespace();
+            let q = f.next()?.parse().ok()?;
+            let p = f.next()?.parse().ok()?;
+            Some((q, p))
+        });
     Usage {
-        cpu_ns: cpu,
+        cpu,
         memory,
         pids: read_u64(&dir.join("pids.current")),
+        limits: Limits {
+            cpu_shares: read_u64(&dir.join("cpu.weight")).map(weight_to_shares),
+            cpu_quota,
+        },
     }
 }
 
@@ -176,7 +309,16 @@ mod tests {
                     "memory.oom_control",
                 ][..],
             ),
-            ("cpuacct", &["cpuacct.usage"][..]),
+            ("cpuacct", &["cpuacct.usage", "cpuacct.stat"][..]),
+            (
+                "cpu",
+                &[
+                    "cpu.stat",
+                    "cpu.shares",
+                    "cpu.cfs_quota_us",
+                    "cpu.cfs_period_us",
+                ][..],
+            ),
             ("pids", &["pids.current"][..]),
         ] {
             let dir = d.path().join(ctl).join(rel);
@@ -204,8 +346,25 @@ mod tests {
         assert_eq!(m.limit, None, "v1's 'unlimited' is no limit");
         assert_eq!(m.available(), None);
         assert_eq!(m.oom_kills, 0);
-        assert_eq!(u.cpu_ns, Some(12_768_282_521_689));
+        assert_eq!((m.cache, m.mapped_file), (7_084_228_608, 135_905_280));
+        assert_eq!(u.cpu_ns(), Some(12_768_282_521_689));
+        let cpu = u.cpu.unwrap();
+        // cpuacct.stat counts clock ticks (USER_HZ, 100 here).
+        let tick = 1_000_000_000 / clock_ticks();
+        assert_eq!((cpu.user_ns, cpu.system_ns), (53 * tick, tick));
+        assert_eq!(
+            cpu.throttling,
+            Some(Throttling {
+                periods: 22,
+                throttled_periods: 1,
+                throttled_ns: 2_300_024,
+            })
+        );
         assert_eq!(u.pids, Some(7));
+        assert_eq!(u.limits.cpu_shares, Some(512));
+        assert_eq!(u.limits.cpu_request_millis(), Some(500));
+        assert_eq!(u.limits.cpu_quota, Some((50_000, 100_000)));
+        assert_eq!(u.limits.cpu_limit_millis(), Some(500));
     }
 
     #[test]
@@ -226,7 +385,7 @@ mod tests {
             root: d.path().parent().unwrap().to_owned(),
         }
         .read(d.path().file_name().unwrap().to_str().unwrap());
-        assert_eq!(u.cpu_ns, Some(12_689_466_294 * 1000));
+        assert_eq!(u.cpu_ns(), Some(12_689_466_294 * 1000));
         let m = u.memory.unwrap();
         assert_eq!(m.usage, 52_428_800);
         assert_eq!(m.working_set, 52_428_800 - 10_485_760);
@@ -236,13 +395,33 @@ mod tests {
         assert_eq!(m.available(), Some(134_217_728 - (52_428_800 - 10_485_760)));
         assert_eq!(m.oom_kills, 2);
         assert_eq!(u.pids, Some(3));
+        let cpu = u.cpu.unwrap();
+        assert_eq!(
+            (cpu.user_ns, cpu.system_ns),
+            (10_308_977_147_000, 2_380_489_147_000)
+        );
+        assert_eq!(cpu.throttling, None, "no cpu controller: no cfs stats");
+        assert_eq!(u.limits, Limits::default());
         // "max" is no limit.
         std::fs::write(d.path().join("memory.max"), "max\n").unwrap();
+        // The cpu controller's files, as cgroup-v2.rst writes them.
+        std::fs::write(d.path().join("cpu.max"), "50000 100000\n").unwrap();
+        std::fs::write(d.path().join("cpu.weight"), "20\n").unwrap();
         let u = Layout::V2 {
             root: d.path().to_owned(),
         }
         .read("");
         assert_eq!(u.memory.unwrap().limit, None);
+        assert_eq!(u.limits.cpu_limit_millis(), Some(500));
+        // Runtimes write weight 20 for 512 shares (half a CPU).
+        assert_eq!(u.limits.cpu_shares, Some(513));
+        assert_eq!(u.limits.cpu_request_millis(), Some(500));
+        std::fs::write(d.path().join("cpu.max"), "max 100000\n").unwrap();
+        let u = Layout::V2 {
+            root: d.path().to_owned(),
+        }
+        .read("");
+        assert_eq!(u.limits.cpu_quota, None);
     }
 
     #[test]
@@ -258,6 +437,16 @@ mod tests {
         ] {
             assert_eq!(l.read("/gone"), Usage::default());
         }
+    }
+
+    #[test]
+    fn weights_come_back_as_the_shares_runtimes_converted() {
+        let to_weight = |shares: u64| 1 + (shares - 2) * 9_999 / 262_142;
+        for shares in [2u64, 102, 512, 1024, 2048, 262_144] {
+            let back = weight_to_shares(to_weight(shares));
+            assert!(back.abs_diff(shares) <= 13, "{shares} came back as {back}");
+        }
+        assert_eq!(weight_to_shares(1), 2);
     }
 
     #[test]

@@ -65,7 +65,7 @@ fn now_ns() -> i64 {
 
 /// The CPU rate between two samples, in nanocores.
 fn rate(prev: &Sample, at: i64, cpu: Option<u64>) -> Option<u64> {
-    let (Some(before), Some(after)) = (prev.usage.cpu_ns, cpu) else {
+    let (Some(before), Some(after)) = (prev.usage.cpu_ns(), cpu) else {
         return None;
     };
     let dt = u128::try_from(at.checked_sub(prev.at)?).ok()?;
@@ -92,7 +92,7 @@ impl Collector {
             .as_deref()
             .map(|c| self.layout.read(c))
             .unwrap_or_default();
-        let nano_cores = prev.and_then(|p| rate(p, at, usage.cpu_ns));
+        let nano_cores = prev.and_then(|p| rate(p, at, usage.cpu_ns()));
         let disk = if walk_disk {
             target
                 .upper
@@ -116,9 +116,11 @@ impl Collector {
         }
     }
 
-    /// The tick: reads every object in `targets` (writable layers walked
-    /// too), and forgets the samples of objects no longer there.
-    pub fn sample_all(&self, targets: &[(String, Target)]) {
+    /// The tick: reads every object in `targets` (their writable layers
+    /// walked only when `walk_disk`: a walk costs more than every other
+    /// read, so it runs on a slower clock), and forgets the samples of
+    /// objects no longer there.
+    pub fn sample_all(&self, targets: &[(String, Target)], walk_disk: bool) {
         let prev: HashMap<String, Sample> = {
             let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             targets
@@ -130,7 +132,8 @@ impl Collector {
         let fresh: HashMap<String, Entry> = targets
             .iter()
             .map(|(k, t)| {
-                let sample = self.read(t, prev.get(k), true);
+                let p = prev.get(k);
+                let sample = self.read(t, p, walk_disk || p.is_none_or(|p| p.disk.is_none()));
                 (
                     k.clone(),
                     Entry {
@@ -202,15 +205,15 @@ mod tests {
             ..Default::default()
         };
         v2(&d.path().join("pod/a"), 1_000_000, 4096);
-        c.sample_all(&[("a".into(), t.clone())]);
+        c.sample_all(&[("a".into(), t.clone())], true);
         let first = c.get("a", &t);
-        assert_eq!(first.usage.cpu_ns, Some(1_000_000_000));
+        assert_eq!(first.usage.cpu_ns(), Some(1_000_000_000));
         assert_eq!(first.nano_cores, None, "one sample: no rate yet");
         // The files change; calls still answer the tick's sample.
         v2(&d.path().join("pod/a"), 3_000_000, 8192);
         assert_eq!(c.get("a", &t), first);
         std::thread::sleep(Duration::from_millis(20));
-        c.sample_all(&[("a".into(), t.clone())]);
+        c.sample_all(&[("a".into(), t.clone())], true);
         let second = c.get("a", &t);
         assert!(second.at > first.at);
         let cores = second.nano_cores.unwrap();
@@ -218,7 +221,7 @@ mod tests {
         let expect = 2_000_000_000u128 * 1_000_000_000 / (second.at - first.at) as u128;
         assert_eq!(u128::from(cores), expect);
         // An object gone from the tick is forgotten.
-        c.sample_all(&[]);
+        c.sample_all(&[], true);
         assert!(c.is_empty());
     }
 
@@ -248,7 +251,10 @@ mod tests {
         let s = |at, cpu| Sample {
             at,
             usage: Usage {
-                cpu_ns: Some(cpu),
+                cpu: Some(crate::cgroup::Cpu {
+                    usage_ns: cpu,
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
             ..Default::default()

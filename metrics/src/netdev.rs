@@ -10,9 +10,13 @@ use std::path::Path;
 pub struct Interface {
     pub name: String,
     pub rx_bytes: u64,
+    pub rx_packets: u64,
     pub rx_errors: u64,
+    pub rx_dropped: u64,
     pub tx_bytes: u64,
+    pub tx_packets: u64,
     pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// Parses `/proc/net/dev`: two header lines, then `name: rx_bytes
@@ -29,9 +33,13 @@ pub fn parse(text: &str) -> Vec<Interface> {
             (f.len() >= 16).then(|| Interface {
                 name: name.trim().to_owned(),
                 rx_bytes: f[0],
+                rx_packets: f[1],
                 rx_errors: f[2],
+                rx_dropped: f[3],
                 tx_bytes: f[8],
+                tx_packets: f[9],
                 tx_errors: f[10],
+                tx_dropped: f[11],
             })
         })
         .collect()
@@ -66,7 +74,7 @@ mod tests {
     const DEV: &str = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:    1296      16    0    0    0     0          0         0     1296      16    0    0    0     0       0          0
-  eth0: 8523911   12345    3    0    0     0          0         7   445566    2233    1    0    0     0       0          0
+  eth0: 8523911   12345    3    4    0     0          0         7   445566    2233    1    5    0     0       0          0
 ";
 
     #[test]
@@ -78,9 +86,13 @@ mod tests {
             Interface {
                 name: "eth0".into(),
                 rx_bytes: 8_523_911,
+                rx_packets: 12_345,
                 rx_errors: 3,
+                rx_dropped: 4,
                 tx_bytes: 445_566,
+                tx_packets: 2_233,
                 tx_errors: 1,
+                tx_dropped: 5,
             }
         );
         assert!(parse("garbage\n\nx: 1 2\n").is_empty());
