@@ -8,7 +8,7 @@
 //! bound onto itself, the spec's mounts (new mount API: open_tree or
 //! fsopen, mount_setattr, move_mount onto the resolved fd), the cgroup
 //! filesystem, /dev's symlinks and device nodes. Then [`pivot`]. After it
-//! ([`finish`]): the root's final propagation, stdio on the host's
+//! ([`mod@finish`]): the root's final propagation, stdio on the host's
 //! /dev/null reopened, sysctls, a read-only root, read-only and masked
 //! paths. Once pivoted, paths are the container's and cannot lead out of
 //! its root, so the last steps use plain paths as libcontainer does.
