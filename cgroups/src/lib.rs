@@ -12,4 +12,4 @@ mod path;
 pub use detect::{Hierarchy, detect};
 pub use driver::CgroupDriver;
 pub use fs::Cgroups;
-pub use path::{container_cgroup_path, pod_cgroup_path};
+pub use path::{cgroup_dir, container_cgroup_path, pod_cgroup_path};

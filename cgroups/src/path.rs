@@ -55,9 +55,50 @@ pub fn container_cgroup_path(driver: CgroupDriver, pod_cgroup: &str, id: &str) -
     }
 }
 
+/// The directory (relative to the hierarchy root) of the cgroup an OCI
+/// runtime made for `cgroups_path`: the path itself with cgroupfs; with
+/// systemd's `slice:prefix:name`, runc's `<slice's path>/prefix-name.scope`.
+/// None when the path is neither.
+pub fn cgroup_dir(cgroups_path: &str) -> Option<String> {
+    if cgroups_path.starts_with('/') {
+        return Some(cgroups_path.to_owned());
+    }
+    let mut parts = cgroups_path.splitn(3, ':');
+    let (slice, prefix, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let slice = if slice.is_empty() {
+        "/system.slice".to_owned()
+    } else {
+        berth_util::systemd::expand_slice(slice).ok()?
+    };
+    let unit = if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    Some(format!("{}/{unit}", slice.trim_end_matches('/')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_cgroup_dirs() {
+        assert_eq!(
+            cgroup_dir("/berth/berth-p/c1").unwrap(),
+            "/berth/berth-p/c1"
+        );
+        assert_eq!(
+            cgroup_dir("kubepods-besteffort-pod1.slice:berth:c1").unwrap(),
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/berth-c1.scope"
+        );
+        assert_eq!(
+            cgroup_dir(":berth:c1").unwrap(),
+            "/system.slice/berth-c1.scope"
+        );
+        assert_eq!(cgroup_dir("relative/path"), None);
+        assert_eq!(cgroup_dir("notaslice:berth:c1"), None);
+    }
 
     #[test]
     fn pod_paths_per_driver() {

@@ -265,6 +265,17 @@ impl Containers {
             .collect())
     }
 
+    /// A container's writable layer (its overlay upper dir).
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        Layout::new(&self.inner.paths.containers, id).upper()
+    }
+
+    /// The directory holding every container's files (the filesystem
+    /// writable layers are on).
+    pub fn root(&self) -> &Path {
+        &self.inner.paths.containers
+    }
+
     /// Where a container's files are (for verbose status).
     pub fn bundle(&self, id: &str) -> PathBuf {
         Layout::new(&self.inner.paths.containers, id).bundle()

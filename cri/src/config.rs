@@ -20,6 +20,7 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../deploy/config.toml");
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub daemon: DaemonConfig,
+    pub metrics: MetricsConfig,
     pub pod: berth_pod::Config,
     pub image: berth_image::Config,
     pub cni: berth_cni::Config,
@@ -57,6 +58,63 @@ impl Default for DaemonConfig {
             log_format: LogFormat::Text,
             shutdown_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint and the stats sampling clocks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the HTTP endpoint (`/metrics`, `/healthz`,
+    /// `/readyz`); empty disables it. Port 0 takes a free port, written to
+    /// `<state_dir>/metrics.addr`.
+    pub address: String,
+    /// How often every pod's and container's use is read.
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
+    /// How often writable layers are walked for their size.
+    #[serde(with = "humantime_serde")]
+    pub disk_interval: Duration,
+}
+
+/// The metrics endpoint's documented default port.
+pub const DEFAULT_METRICS_PORT: u16 = 9338;
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            address: format!("127.0.0.1:{DEFAULT_METRICS_PORT}"),
+            stats_interval: Duration::from_secs(10),
+            disk_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The endpoint's address, when it is enabled.
+    pub fn socket_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.address.is_empty() {
+            return Ok(None);
+        }
+        self.address.parse().map(Some).map_err(|_| {
+            format!(
+                "{:?} is not host:port (an IP address and a port)",
+                self.address
+            )
+        })
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        self.socket_addr().map_err(|m| ("address".to_owned(), m))?;
+        for (key, d) in [
+            ("stats_interval", self.stats_interval),
+            ("disk_interval", self.disk_interval),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err((key.into(), "must be at least 1s".into()));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -196,6 +254,9 @@ impl Config {
                 "must be more than 0s".into(),
             ));
         }
+        self.metrics
+            .validate()
+            .map_err(|(k, m)| (format!("metrics.{k}"), m))?;
         self.cni
             .validate()
             .map_err(|(k, m)| (format!("cni.{k}"), m))?;

@@ -158,10 +158,12 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         .recover(&pod_ids)
         .await
         .map_err(StartupError::Containers)?;
+    let stats = crate::stats::Stats::new(std::path::Path::new("/sys/fs/cgroup"), &config.metrics);
     let shared = Arc::new(Shared {
         images,
         pods,
         containers,
+        stats,
         config,
         config_file,
         store,
@@ -170,6 +172,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     if let Err(e) = crate::leases::reconcile(&shared.images, &shared.containers).await {
         tracing::warn!(error = %e, "reconciling image leases");
     }
+    let sampler = tokio::spawn(crate::stats::run(shared.clone()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let in_flight = InFlight::default();
     let server = tonic::transport::Server::builder()
@@ -230,6 +233,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         ),
     }
     server.abort();
+    sampler.abort();
     // Containers removed just before: their state goes now rather than at
     // the next start.
     match tokio::time::timeout(shutdown_timeout, shared.containers.finish_removals()).await {

@@ -16,4 +16,5 @@ pub mod quantity;
 pub mod service;
 pub mod settings;
 pub mod socket;
+pub mod stats;
 pub mod validate;

@@ -5,6 +5,7 @@ mod container;
 mod image;
 mod pod;
 mod runtime;
+mod stats;
 mod status;
 
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ pub struct Shared {
     pub images: berth_image::Images,
     pub pods: berth_pod::Pods<crate::network::CniNetwork>,
     pub containers: berth_containers::Containers,
+    pub stats: crate::stats::Stats,
     pub started_at: SystemTime,
 }
 

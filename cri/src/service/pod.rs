@@ -119,7 +119,7 @@ pub fn spec_from(
     })
 }
 
-fn metadata(m: &Metadata) -> cri::PodSandboxMetadata {
+pub(super) fn metadata(m: &Metadata) -> cri::PodSandboxMetadata {
     cri::PodSandboxMetadata {
         name: m.name.clone(),
         uid: m.uid.clone(),
@@ -137,7 +137,7 @@ fn state(s: SandboxState) -> i32 {
     }
 }
 
-fn map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+pub(super) fn map(m: &BTreeMap<String, String>) -> HashMap<String, String> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 

@@ -1,7 +1,7 @@
 //! CRI RuntimeService: runtime status and config, pod sandboxes,
-//! containers and ExecSync. Streaming (Exec, Attach, PortForward), stats,
-//! events and checkpoints answer UNIMPLEMENTED until their capability
-//! lands.
+//! containers, ExecSync and stats. Streaming (Exec, Attach, PortForward),
+//! events, checkpoints and the CRI metrics calls answer UNIMPLEMENTED
+//! until their capability lands.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use k8s_cri::v1::*;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, container, pod};
+use super::{Shared, container, pod, stats};
 use crate::settings::NetworkSettings;
 use crate::{error, leases};
 
@@ -28,6 +28,14 @@ impl RuntimeSvc {
     pub fn new(shared: Arc<Shared>) -> Self {
         RuntimeSvc { shared }
     }
+}
+
+/// Runs `f` where it may block on files (a sample read on demand walks a
+/// writable layer, enters a network namespace).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("stats task failed: {e}")))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
@@ -391,30 +399,50 @@ impl RuntimeService for RuntimeSvc {
 
     async fn container_stats(
         &self,
-        _request: Request<ContainerStatsRequest>,
+        request: Request<ContainerStatsRequest>,
     ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(error::not_implemented("ContainerStats"))
+        let id = request.into_inner().container_id;
+        let rec = self
+            .shared
+            .containers
+            .status(&id)
+            .map_err(error::container)?;
+        let shared = self.shared.clone();
+        let stats = blocking(move || stats::container(&shared, &rec)).await?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<ListContainerStatsRequest>,
+        request: Request<ListContainerStatsRequest>,
     ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(error::not_implemented("ListContainerStats"))
+        let filter = request.into_inner().filter;
+        let shared = self.shared.clone();
+        let stats = blocking(move || stats::list_containers(&shared, filter)).await??;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<PodSandboxStatsRequest>,
+        request: Request<PodSandboxStatsRequest>,
     ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(error::not_implemented("PodSandboxStats"))
+        let id = request.into_inner().pod_sandbox_id;
+        let rec = self.shared.pods.status(&id).map_err(error::pod)?;
+        let shared = self.shared.clone();
+        let stats = blocking(move || stats::pod(&shared, &rec)).await??;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<ListPodSandboxStatsRequest>,
+        request: Request<ListPodSandboxStatsRequest>,
     ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(error::not_implemented("ListPodSandboxStats"))
+        let filter = request.into_inner().filter;
+        let shared = self.shared.clone();
+        let stats = blocking(move || stats::list_pods(&shared, filter)).await??;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
     async fn checkpoint_container(
