@@ -172,7 +172,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     if let Err(e) = crate::leases::reconcile(&shared.images, &shared.containers).await {
         tracing::warn!(error = %e, "reconciling image leases");
     }
-    let sampler = tokio::spawn(crate::stats::run(shared.clone()));
+    let sampler = tokio::spawn(crate::service::run_stats(shared.clone()));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let in_flight = InFlight::default();
     let server = tonic::transport::Server::builder()

@@ -6,16 +6,14 @@
 //! at once.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use berth_containers::{ContainerRecord, State};
+use berth_containers::{ContainerRecord, Containers, State};
 use berth_metrics::cgroup::Layout;
 use berth_metrics::collector::{Collector, Sample, Target};
-use berth_pod::{SandboxRecord, SandboxState};
+use berth_pod::{Pods, SandboxRecord, SandboxState};
 
 use crate::config::MetricsConfig;
-use crate::service::Shared;
 
 /// The samples of every live pod and container.
 #[derive(Debug)]
@@ -49,12 +47,12 @@ impl Stats {
         }
     }
 
-    fn container_target(shared: &Shared, rec: &ContainerRecord) -> Target {
+    fn container_target(containers: &Containers, rec: &ContainerRecord) -> Target {
         Target {
             cgroup: is_live(rec)
                 .then(|| berth_cgroups::cgroup_dir(&rec.cgroups_path))
                 .flatten(),
-            upper: Some(shared.containers.upper_dir(&rec.id)),
+            upper: Some(containers.upper_dir(&rec.id)),
             netns: None,
         }
     }
@@ -70,11 +68,16 @@ impl Stats {
 
     /// The latest sample of a container (read now if the tick has not
     /// seen it yet).
-    pub fn container(&self, shared: &Shared, rec: &ContainerRecord) -> Sample {
+    pub fn container(&self, containers: &Containers, rec: &ContainerRecord) -> Sample {
         self.collector.get(
             &container_key(&rec.id),
-            &Self::container_target(shared, rec),
+            &Self::container_target(containers, rec),
         )
+    }
+
+    /// How often the tick samples, and how often it walks writable layers.
+    pub fn intervals(&self) -> (Duration, Duration) {
+        (self.stats_interval, self.disk_interval)
     }
 
     /// The latest sample of a pod's own cgroup and network namespace.
@@ -85,9 +88,14 @@ impl Stats {
 
     /// One tick: samples every ready pod and live container; the writable
     /// layers are walked too when `walk_disk`.
-    fn sample_all(&self, shared: &Shared, walk_disk: bool) {
+    pub fn sample_all<N: berth_pod::PodNetwork>(
+        &self,
+        pods: &Pods<N>,
+        containers: &Containers,
+        walk_disk: bool,
+    ) {
         let mut targets = Vec::new();
-        match shared.pods.list(&berth_pod::PodFilter::default()) {
+        match pods.list(&berth_pod::PodFilter::default()) {
             Ok(pods) => targets.extend(
                 pods.iter()
                     .filter(|p| p.state == SandboxState::Ready)
@@ -95,33 +103,14 @@ impl Stats {
             ),
             Err(e) => tracing::warn!(error = %e, "stats: listing pods"),
         }
-        match shared.containers.list(&Default::default()) {
+        match containers.list(&Default::default()) {
             Ok(cs) => targets.extend(
                 cs.iter()
                     .filter(|c| is_live(c))
-                    .map(|c| (container_key(&c.id), Self::container_target(shared, c))),
+                    .map(|c| (container_key(&c.id), Self::container_target(containers, c))),
             ),
             Err(e) => tracing::warn!(error = %e, "stats: listing containers"),
         }
         self.collector.sample_all(&targets, walk_disk);
-    }
-}
-
-/// Samples on berthd's stats clock until the process ends. A tick that
-/// overruns its period delays the next one rather than piling up.
-pub async fn run(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.stats.stats_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_walk: Option<Instant> = None;
-    loop {
-        tick.tick().await;
-        let walk = last_walk.is_none_or(|t| t.elapsed() >= shared.stats.disk_interval);
-        if walk {
-            last_walk = Some(Instant::now());
-        }
-        let s = shared.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || s.stats.sample_all(&s, walk)).await {
-            tracing::warn!(error = %e, "stats tick failed");
-        }
     }
 }

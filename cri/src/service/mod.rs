@@ -20,6 +20,7 @@ use crate::config::Config;
 
 pub use image::ImageSvc;
 pub use runtime::RuntimeSvc;
+pub use stats::run as run_stats;
 
 /// kubelet raises its client limits to 16 MiB; so does berth, for large
 /// List responses on busy nodes.

@@ -2,6 +2,9 @@
 //! ListPodSandboxStats: the collector's latest samples as CRI messages,
 //! each part stamped with the time it was read.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use k8s_cri::v1 as cri;
 use tonic::Status;
 
@@ -41,7 +44,7 @@ fn memory(s: &Sample) -> Option<cri::MemoryUsage> {
 
 /// One container's stats.
 pub fn container(shared: &Shared, rec: &ContainerRecord) -> cri::ContainerStats {
-    let s = shared.stats.container(shared, rec);
+    let s = shared.stats.container(&shared.containers, rec);
     // A container that has exited since its last sample has no cgroup
     // left: its last CPU and memory figures are no longer its use.
     let live = is_live(rec);
@@ -162,4 +165,25 @@ pub fn list_pods(
         .iter()
         .map(|p| pod(shared, p))
         .collect()
+}
+
+/// Samples on berthd's stats clock until the process ends. A tick that
+/// overruns its period delays the next one rather than piling up.
+pub async fn run(shared: Arc<Shared>) {
+    let (every, walk_every) = shared.stats.intervals();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_walk: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let walk = last_walk.is_none_or(|t| t.elapsed() >= walk_every);
+        if walk {
+            last_walk = Some(Instant::now());
+        }
+        let s = shared.clone();
+        let pass = move || s.stats.sample_all(&s.pods, &s.containers, walk);
+        if let Err(e) = tokio::task::spawn_blocking(pass).await {
+            tracing::warn!(error = %e, "stats tick failed");
+        }
+    }
 }
