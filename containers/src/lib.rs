@@ -10,6 +10,7 @@
 //! copies (`sealed`) and the config.
 
 pub mod config;
+pub mod counters;
 mod create;
 pub mod error;
 mod exec;

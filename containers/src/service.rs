@@ -64,6 +64,7 @@ pub(crate) struct Inner {
     /// The sealed copies every runtime call runs from.
     pub(crate) sealed: SealedRuntimes,
     pub(crate) locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    pub(crate) counters: crate::counters::Counters,
 }
 
 impl Containers {
@@ -107,6 +108,7 @@ impl Containers {
                 rlimits,
                 sealed: SealedRuntimes::default(),
                 locks: Default::default(),
+                counters: Default::default(),
             }),
         };
         // The default handler's copy now: a node that cannot make one
@@ -263,6 +265,11 @@ impl Containers {
             .into_iter()
             .filter(|r| r.pod_id == pod_id)
             .collect())
+    }
+
+    /// Starts and exits since berthd started.
+    pub fn counters(&self) -> &crate::counters::Counters {
+        &self.inner.counters
     }
 
     /// A container's writable layer (its overlay upper dir).

@@ -44,10 +44,12 @@ impl Containers {
                 rec.started_at = started_at;
                 self.inner.store.put(&CONTAINERS, &id, &rec)?;
                 self.watch(rec.pod_id.clone(), id.clone());
+                self.inner.counters.started(true);
                 tracing::info!(container_id = %id, "container started");
                 Ok(())
             }
             Err(e) => {
+                self.inner.counters.started(false);
                 // The container is dead on arrival; say why in its status.
                 let _ = self
                     .inner
@@ -121,6 +123,7 @@ impl Containers {
         }
         apply_exit(&mut rec, exit);
         self.inner.store.put(&CONTAINERS, id, &rec)?;
+        self.inner.counters.exited(&rec.reason);
         tracing::info!(container_id = %id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
         self.release_runtime(&mut rec).await
     }
@@ -207,6 +210,7 @@ impl Containers {
             let exit = self.inner.shims.exit_record(&rec.pod_id, &rec.id);
             apply_exit(rec, exit);
             self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
+            self.inner.counters.exited(&rec.reason);
             return self.release_runtime(rec).await;
         }
         let mut exit = None;
@@ -230,6 +234,7 @@ impl Containers {
         }
         apply_exit(rec, exit);
         self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
+        self.inner.counters.exited(&rec.reason);
         Ok(())
     }
 

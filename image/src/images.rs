@@ -29,7 +29,20 @@ pub struct Images {
     /// a snapshot being pulled is never collected before it is recorded.
     pub(crate) gc_lock: RwLock<()>,
     pub(crate) clients: crate::remote::Clients,
+    pub(crate) counters: PullCounters,
     root: PathBuf,
+}
+
+/// What pulls moved since berthd started, kept as plain atomics for the
+/// metrics exporter to read at each scrape.
+#[derive(Debug, Default)]
+pub struct PullCounters {
+    /// Layer bytes received from registries.
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Layers a pull found already stored.
+    pub layers_reused: std::sync::atomic::AtomicU64,
+    /// Layers a pull downloaded (or unpacked from a stored blob).
+    pub layers_fetched: std::sync::atomic::AtomicU64,
 }
 
 /// Bytes and inodes the image filesystem uses.
@@ -76,6 +89,11 @@ fn classify(s: &str) -> Result<Vec<Lookup>, ImageError> {
 }
 
 impl Images {
+    /// Bytes and layers pulls have moved since berthd started.
+    pub fn counters(&self) -> &PullCounters {
+        &self.counters
+    }
+
     /// Opens the image store under `root` (content/, snapshots/).
     pub fn open(root: &Path, config: Config, store: Store) -> Result<Images, ImageError> {
         let content = ContentStore::open(root)?;
@@ -89,6 +107,7 @@ impl Images {
             locks: KeyedLocks::default(),
             gc_lock: RwLock::new(()),
             clients: Default::default(),
+            counters: Default::default(),
             root: root.to_owned(),
         })
     }

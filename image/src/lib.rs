@@ -31,7 +31,7 @@ pub use config::Config;
 pub use digest::Digest;
 pub use error::ImageError;
 pub use hosts::AuthFields;
-pub use images::{FsUsage, Images};
+pub use images::{FsUsage, Images, PullCounters};
 pub use meta::ImageRecord;
 pub use progress::{Progress, PullEvent};
 pub use reference::ImageRef;

@@ -210,6 +210,7 @@ impl Images {
         }
         let have_blob = self.content.exists(&l.digest);
         if have_blob && self.snapshots.exists(&l.chain_id) {
+            self.counters.layers_reused.fetch_add(1, Ordering::Relaxed);
             progress::send(
                 progress,
                 PullEvent::Done {
@@ -248,6 +249,9 @@ impl Images {
                 let failed = chunk.is_err();
                 if let Ok(b) = &chunk {
                     received += b.len() as u64;
+                    self.counters
+                        .bytes
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
                     if received - reported >= progress::STEP || received == l.size {
                         reported = received;
                         progress::send(
@@ -279,6 +283,7 @@ impl Images {
             }
         };
         self.store.put(&SNAPSHOTS, &l.chain_id.to_string(), &snap)?;
+        self.counters.layers_fetched.fetch_add(1, Ordering::Relaxed);
         progress::send(
             progress,
             PullEvent::Done {
