@@ -59,6 +59,8 @@ pub enum StartupError {
     },
     #[error("cannot listen: {0}")]
     Listen(#[source] io::Error),
+    #[error("metrics endpoint ([metrics] address): {0}")]
+    Metrics(#[source] io::Error),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
     #[error("server failed: {0}")]
@@ -117,6 +119,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     let hierarchy = berth_cgroups::detect(std::path::Path::new("/sys/fs/cgroup"))
         .map_err(StartupError::Cgroups)?;
     let cgroups = berth_cgroups::Cgroups::new(std::path::Path::new("/sys/fs/cgroup"), hierarchy);
+    let health = Arc::new(berth_metrics::health::Health::default());
     let containers = berth_containers::Containers::new(
         config.runtime.clone(),
         store.clone(),
@@ -137,7 +140,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
             root: d.root_dir.clone(),
             state: d.state_dir.clone(),
         },
-        crate::network::CniNetwork::new(config.cni.clone(), d.root_dir.join("cni/results")),
+        crate::network::CniNetwork::new(
+            config.cni.clone(),
+            d.root_dir.join("cni/results"),
+            health.clone(),
+        ),
     )
     .with_pid_holder(Arc::new(
         berth_process::sealed::SealedExe::seal(containers.shim_bin()).map_err(|source| {
@@ -164,6 +171,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         pods,
         containers,
         stats,
+        health: health.clone(),
         config,
         config_file,
         store,
@@ -173,10 +181,14 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         tracing::warn!(error = %e, "reconciling image leases");
     }
     let sampler = tokio::spawn(crate::service::run_stats(shared.clone()));
+    let metrics = crate::exporter::start(&shared)
+        .await
+        .map_err(StartupError::Metrics)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let in_flight = InFlight::default();
     let server = tonic::transport::Server::builder()
         .layer(in_flight.clone())
+        .layer(crate::callmetrics::CallMetrics::new(health))
         .add_service(service::runtime_server(shared.clone()))
         .add_service(service::image_server(shared.clone()))
         .add_service(service::berth_api_server(shared.clone()))
@@ -186,6 +198,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     let mut server = tokio::spawn(server);
 
     tracing::info!(socket = %socket_path.display(), pid = std::process::id(), version = env!("CARGO_PKG_VERSION"), "berthd ready");
+    if let Some((endpoint, _)) = &metrics {
+        endpoint
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
     match crate::notify::notify("READY=1") {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot notify the service manager"),
@@ -234,6 +251,16 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     }
     server.abort();
     sampler.abort();
+    if let Some((_, task)) = metrics {
+        task.abort();
+        let _ = std::fs::remove_file(
+            shared
+                .config
+                .daemon
+                .state_dir
+                .join(crate::exporter::ADDRESS_FILE),
+        );
+    }
     // Containers removed just before: their state goes now rather than at
     // the next start.
     match tokio::time::timeout(shutdown_timeout, shared.containers.finish_removals()).await {

@@ -2,9 +2,11 @@
 //! domain crates, the unix socket, startup and shutdown. Domain errors are
 //! mapped to gRPC statuses here and nowhere else (`error`).
 
+pub mod callmetrics;
 pub mod config;
 pub mod daemon;
 mod error;
+pub mod exporter;
 pub mod inflight;
 pub mod leases;
 pub mod lock;

@@ -1,7 +1,12 @@
 //! The pod network, as berth-pod sees it, through the CNI client.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_metrics::health::Health;
 
 use berth_cni::client::{
     Attachment, Bandwidth, ClientConfig, Cni, CniError, Dns, PortMapping, Protocol,
@@ -11,15 +16,29 @@ use berth_pod::{NetRequest, NetworkError, PodNetwork};
 #[derive(Debug)]
 pub struct CniNetwork {
     cni: Cni,
+    health: Arc<Health>,
+    /// How long each pod's ADD took, until RunPodSandbox takes it to
+    /// split its time into the sandbox and network phases.
+    add_times: Mutex<HashMap<String, Duration>>,
 }
 
 impl CniNetwork {
     /// `cache_dir` keeps each ADD's result, so DEL works after a restart
     /// or a config change.
-    pub fn new(config: berth_cni::Config, cache_dir: PathBuf) -> CniNetwork {
+    pub fn new(config: berth_cni::Config, cache_dir: PathBuf, health: Arc<Health>) -> CniNetwork {
         CniNetwork {
             cni: Cni::new(ClientConfig::new(&config, cache_dir)),
+            health,
+            add_times: Mutex::default(),
         }
+    }
+
+    /// How long pod `id`'s CNI ADD took (once; None if it had none).
+    pub fn take_add_time(&self, id: &str) -> Option<Duration> {
+        self.add_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
     }
 
     /// NetworkReady, for `Status`.
@@ -98,18 +117,28 @@ fn network_error(e: CniError) -> NetworkError {
 
 impl PodNetwork for CniNetwork {
     async fn setup(&self, req: NetRequest<'_>) -> Result<Vec<IpAddr>, NetworkError> {
+        let started = Instant::now();
         berth_cni::client::set_loopback_up(req.netns)
             .await
             .map_err(network_error)?;
-        let result = self
-            .cni
-            .add(&attachment(&req))
-            .await
-            .map_err(network_error)?;
+        let result = self.cni.add(&attachment(&req)).await;
+        let took = started.elapsed();
+        self.health.cni("add", result.is_ok(), took.as_secs_f64());
+        let result = result.map_err(network_error)?;
+        self.add_times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.id.to_owned(), took);
         Ok(result.pod_ips())
     }
 
     async fn teardown(&self, req: NetRequest<'_>) -> Result<(), NetworkError> {
-        self.cni.del(&attachment(&req)).await.map_err(network_error)
+        let started = Instant::now();
+        let result = self.cni.del(&attachment(&req)).await;
+        self.health
+            .cni("del", result.is_ok(), started.elapsed().as_secs_f64());
+        // An ADD whose pod failed to start is not waited for.
+        self.take_add_time(req.id);
+        result.map_err(network_error)
     }
 }

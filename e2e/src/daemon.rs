@@ -92,6 +92,12 @@ impl BerthdBuilder {
         if !cni.iter().any(|l| l.starts_with("conf_dir ")) {
             cni.push(format!("conf_dir = {}", q(&cni_conf_dir)));
         }
+        // The metrics endpoint on a free port (its address is written to
+        // the state dir), so parallel daemons never collide on 9338.
+        let metrics = sections.entry("metrics".into()).or_default();
+        if !metrics.iter().any(|l| l.starts_with("address ")) {
+            metrics.push("address = \"127.0.0.1:0\"".into());
+        }
         let mut text = String::new();
         for (section, lines) in &sections {
             text += &format!("[{section}]\n{}\n\n", lines.join("\n"));
@@ -309,6 +315,13 @@ impl Berthd {
 }
 
 impl Berthd {
+    /// Where the metrics endpoint listens (from `<state_dir>/metrics.addr`).
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let text = fs::read_to_string(self.state_dir.join("metrics.addr"))
+            .expect("berthd wrote metrics.addr (is [metrics] address set?)");
+        text.trim().parse().expect("metrics.addr holds host:port")
+    }
+
     /// The cgroup of a pod of this daemon in the hierarchy mounted at
     /// `hierarchy` (e.g. /sys/fs/cgroup/pids), with the default parent.
     pub fn pod_cgroup(&self, hierarchy: &str, pod: &str) -> PathBuf {

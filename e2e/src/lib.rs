@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod daemon;
 pub mod env;
 pub mod fixture;
+pub mod http;
 pub mod memory;
 pub mod netns;
 pub mod podnet;

@@ -78,6 +78,7 @@ impl ImagesApi for BerthApi {
         // CRI pull would.
         tokio::spawn(async move {
             let (ptx, mut prx) = mpsc::unbounded_channel();
+            let pulling = shared.health.pull_started();
             let pull = shared
                 .images
                 .pull_with_progress(&req.image, auth.as_ref(), Some(&ptx));
@@ -105,6 +106,10 @@ impl ImagesApi for BerthApi {
                     Err(error::image(e))
                 }
             };
+            pulling.finish(&match &last {
+                Ok(_) => "success".to_owned(),
+                Err(s) => format!("{:?}", s.code()),
+            });
             let _ = out_tx.send(last).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))

@@ -137,12 +137,18 @@ impl ImageService for ImageSvc {
             identity_token: a.identity_token,
             registry_token: a.registry_token,
         });
+        let pulling = self.shared.health.pull_started();
         let result = self.images().pull(&name, auth.as_ref()).await;
         crate::memory::release_freed();
-        let rec = result.map_err(|e| {
+        let result = result.map_err(|e| {
             tracing::warn!(image = %name, error = %e, "pull failed");
             error::image(e)
-        })?;
+        });
+        pulling.finish(&match &result {
+            Ok(_) => "success".to_owned(),
+            Err(s) => format!("{:?}", s.code()),
+        });
+        let rec = result?;
         Ok(Response::new(PullImageResponse {
             image_ref: rec.id.to_string(),
         }))

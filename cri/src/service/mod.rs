@@ -36,6 +36,7 @@ pub struct Shared {
     pub pods: berth_pod::Pods<crate::network::CniNetwork>,
     pub containers: berth_containers::Containers,
     pub stats: crate::stats::Stats,
+    pub health: Arc<berth_metrics::health::Health>,
     pub started_at: SystemTime,
 }
 

@@ -5,7 +5,9 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
+use berth_metrics::health::Phase;
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::*;
 use tokio_stream::Stream;
@@ -142,10 +144,21 @@ impl RuntimeService for RuntimeSvc {
         // Spawned: if kubelet gives up on the call, the sandbox is still
         // either fully set up or fully unwound, never left halfway.
         let shared = self.shared.clone();
+        let started = Instant::now();
         let id = tokio::spawn(async move { shared.pods.run(spec).await })
             .await
             .map_err(error::join)?
             .map_err(error::pod)?;
+        // The pod's start, split: the CNI ADD is the network phase, the
+        // rest (namespaces, cgroup, shim, store) the sandbox phase.
+        let total = started.elapsed();
+        let network = self.shared.pods.network().take_add_time(&id);
+        let health = &self.shared.health;
+        if let Some(n) = network {
+            health.phase(Phase::Network, n.as_secs_f64());
+        }
+        let sandbox = total.saturating_sub(network.unwrap_or_default());
+        health.phase(Phase::Sandbox, sandbox.as_secs_f64());
         Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
     }
 
@@ -234,9 +247,13 @@ impl RuntimeService for RuntimeSvc {
         let shared = self.shared.clone();
         let r = request.into_inner();
         // Spawned: a client giving up never leaves a half-created container.
+        let started = Instant::now();
         let id = tokio::spawn(container::create(shared, r))
             .await
             .map_err(error::join)??;
+        self.shared
+            .health
+            .phase(Phase::ContainerCreate, started.elapsed().as_secs_f64());
         Ok(Response::new(CreateContainerResponse { container_id: id }))
     }
 
@@ -246,10 +263,14 @@ impl RuntimeService for RuntimeSvc {
     ) -> Result<Response<StartContainerResponse>, Status> {
         let id = request.into_inner().container_id;
         let shared = self.shared.clone();
+        let started = Instant::now();
         tokio::spawn(async move { shared.containers.start(&id).await })
             .await
             .map_err(error::join)?
             .map_err(error::container)?;
+        self.shared
+            .health
+            .phase(Phase::ContainerStart, started.elapsed().as_secs_f64());
         Ok(Response::new(StartContainerResponse {}))
     }
 
