@@ -393,3 +393,147 @@ async fn stats_of_unknown_objects_are_not_found() {
         .into_inner();
     assert!(l.stats.is_empty());
 }
+
+/// The value of `name` whose label values include `labels` (key, value)
+/// pairs, given the descriptors' keys.
+fn metric(
+    keys: &std::collections::HashMap<String, Vec<String>>,
+    ms: &[Metric],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<u64> {
+    let k = keys.get(name)?;
+    ms.iter()
+        .filter(|m| m.name == name)
+        .find(|m| {
+            labels.iter().all(|(key, v)| {
+                k.iter()
+                    .position(|x| x == key)
+                    .is_some_and(|i| m.label_values[i] == *v)
+            })
+        })
+        .and_then(|m| m.value.as_ref().map(|v| v.value))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_sandbox_metrics_carry_cadvisor_names_and_labels() {
+    if !root_or_skip("pod_sandbox_metrics_carry_cadvisor_names_and_labels") {
+        return;
+    }
+    let mut s = scene("stats-cadvisor").await;
+    let mem = s
+        .run(
+            "mem",
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/dev/shm/fill bs=1M count=64 && sleep 1000",
+            ],
+        )
+        .await;
+    let descriptors =
+        s.c.runtime
+            .list_metric_descriptors(ListMetricDescriptorsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .descriptors;
+    let keys: std::collections::HashMap<String, Vec<String>> = descriptors
+        .iter()
+        .map(|d| (d.name.clone(), d.label_keys.clone()))
+        .collect();
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_rss",
+        "container_network_receive_bytes_total",
+        "container_network_transmit_bytes_total",
+        "container_fs_usage_bytes",
+        "container_oom_events_total",
+    ] {
+        let k = keys
+            .get(name)
+            .unwrap_or_else(|| panic!("no descriptor {name}"));
+        assert_eq!(
+            k[..6],
+            ["container", "id", "image", "name", "namespace", "pod"]
+        );
+    }
+
+    let runtime = s.c.runtime.clone();
+    let list = || {
+        let mut rt = runtime.clone();
+        async move {
+            rt.list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .pod_metrics
+        }
+    };
+    let who = [("container", "mem"), ("namespace", "e2e"), ("pod", "pod")];
+    let pods = until(
+        "the container's working set",
+        list,
+        |pods: &Vec<PodSandboxMetrics>| {
+            pods.iter().flat_map(|p| &p.container_metrics).any(|c| {
+                metric(
+                    &keys,
+                    &c.metrics,
+                    "container_memory_working_set_bytes",
+                    &who,
+                )
+                .is_some_and(|v| v >= 64 * MIB)
+            })
+        },
+    )
+    .await;
+    assert_eq!(pods.len(), 1);
+    let p = &pods[0];
+    assert_eq!(p.pod_sandbox_id, s.pod);
+    assert_eq!(p.container_metrics.len(), 1);
+    let c = &p.container_metrics[0];
+    assert_eq!(c.container_id, mem);
+    // Every metric's values match its descriptor's keys.
+    for m in p.metrics.iter().chain(&c.metrics) {
+        let k = &keys[&m.name];
+        assert_eq!(m.label_values.len(), k.len(), "{m:?}");
+        assert!(m.timestamp > 0, "{m:?}");
+    }
+    let image = s.image.clone();
+    assert!(
+        metric(
+            &keys,
+            &c.metrics,
+            "container_memory_rss",
+            &[("image", &image), ("name", &mem)]
+        )
+        .is_some()
+    );
+    assert!(metric(&keys, &c.metrics, "container_processes", &who).unwrap() >= 1);
+    // The pod: its cgroup as container="", its network as container="POD".
+    let pod_ws = metric(
+        &keys,
+        &p.metrics,
+        "container_memory_working_set_bytes",
+        &[("container", ""), ("pod", "pod")],
+    )
+    .unwrap();
+    assert!(pod_ws >= 64 * MIB, "{pod_ws}");
+    assert!(
+        metric(
+            &keys,
+            &p.metrics,
+            "container_network_receive_bytes_total",
+            &[("container", "POD"), ("interface", "eth0")]
+        )
+        .is_some(),
+        "{:?}",
+        p.metrics
+    );
+    s.stop(&mem, 0).await;
+    s.remove(&mem).await;
+    let after = list().await;
+    assert!(after[0].container_metrics.is_empty(), "{after:?}");
+    s.finish().await;
+}

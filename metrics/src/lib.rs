@@ -9,9 +9,11 @@
 //! - `procs`: processes (shims) and the node, from /proc;
 //! - `collector`: samples of all of them, on a tick and on demand, each
 //!   with the time it was read;
+//! - `cadvisor`: samples as the cAdvisor metrics of the CRI metrics calls;
 //! - `health`: berthd's own families (CRI calls, pulls, CNI, pod start);
 //! - `http`: the endpoint serving them (`/metrics`, `/healthz`, `/readyz`).
 
+pub mod cadvisor;
 pub mod cgroup;
 pub mod collector;
 pub mod disk;

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 /// One interface's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
     pub rx_bytes: u64,

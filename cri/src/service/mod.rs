@@ -4,6 +4,7 @@ mod berth_svc;
 mod container;
 mod image;
 mod pod;
+mod podmetrics;
 mod runtime;
 mod stats;
 mod status;

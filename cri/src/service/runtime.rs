@@ -13,7 +13,7 @@ use k8s_cri::v1::*;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, container, pod, stats};
+use super::{Shared, container, pod, podmetrics, stats};
 use crate::settings::NetworkSettings;
 use crate::{error, leases};
 
@@ -477,13 +477,17 @@ impl RuntimeService for RuntimeSvc {
         &self,
         _request: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        Err(error::not_implemented("ListMetricDescriptors"))
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: podmetrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        Err(error::not_implemented("ListPodSandboxMetrics"))
+        let shared = self.shared.clone();
+        let pod_metrics = blocking(move || podmetrics::list(&shared)).await??;
+        Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
     }
 }
