@@ -193,6 +193,45 @@ enum Command {
         #[arg(long, default_value = "")]
         runtime: String,
     },
+    /// CPU, memory and writable-layer use of running containers (crictl's columns).
+    Stats {
+        /// Containers in any state (created ones too), not only running ones.
+        #[arg(long, short)]
+        all: bool,
+        /// Only this container (id or id prefix).
+        #[arg(long)]
+        id: Option<String>,
+        /// Only containers of this pod sandbox.
+        #[arg(long, short, value_name = "POD-ID")]
+        pod: Option<String>,
+        /// Only containers with this label (repeatable; all must match).
+        #[arg(long, short, value_name = "KEY=VALUE", value_parser = commands::container::parse_label)]
+        label: Vec<(String, String)>,
+        /// Redraw every --seconds until interrupted.
+        #[arg(long, short)]
+        watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, short, default_value_t = 1)]
+        seconds: u64,
+    },
+    /// CPU and memory use of pod sandboxes (crictl's columns).
+    Statsp {
+        /// Only this pod sandbox (id or id prefix).
+        #[arg(long)]
+        id: Option<String>,
+        /// Redraw every --seconds until interrupted.
+        #[arg(long, short)]
+        watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, short, default_value_t = 1)]
+        seconds: u64,
+    },
+    /// Pods by CPU or memory, with what they requested and are limited to beside what they use.
+    Top {
+        /// What to sort by, highest first.
+        #[arg(long, value_enum, default_value = "cpu")]
+        sort: commands::stats::SortBy,
+    },
     /// Image management beyond the CRI.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -216,7 +255,7 @@ async fn run(cli: Cli) -> Result<Outcome, String> {
         .await
         .map_err(|e| format!("{e}; is berthd running?"))?;
     let fmt = cli.output;
-    use commands::{container, image, pod, runtime};
+    use commands::{container, image, pod, runtime, stats};
     let out = match cli.command {
         Command::Version => runtime::version(&mut c, fmt).await,
         Command::Info => runtime::info(&mut c, fmt).await,
@@ -299,6 +338,28 @@ async fn run(cli: Cli) -> Result<Outcome, String> {
             pod_config,
             runtime,
         } => container::run(&mut c, &config, &pod_config, &runtime).await,
+        Command::Stats {
+            all,
+            id,
+            pod,
+            label,
+            watch,
+            seconds,
+        } => {
+            let o = stats::StatsOptions {
+                all,
+                id,
+                pod,
+                labels: label,
+                watch: watch.then(|| Duration::from_secs(seconds.max(1))),
+            };
+            stats::stats(&mut c, &o, fmt).await
+        }
+        Command::Statsp { id, watch, seconds } => {
+            let every = watch.then(|| Duration::from_secs(seconds.max(1)));
+            stats::statsp(&mut c, id.as_deref(), every, fmt).await
+        }
+        Command::Top { sort } => stats::top(&mut c, sort, fmt).await,
     };
     out.map(|out| Outcome { out, code: 0 })
 }

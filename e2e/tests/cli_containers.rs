@@ -202,3 +202,103 @@ fn containers_from_the_command_line() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
     assert!(ok(berth(&ep, &["pods", "-q"])).trim().is_empty());
 }
+
+#[test]
+fn stats_statsp_and_top_from_the_command_line() {
+    if !root_or_skip("stats_statsp_and_top_from_the_command_line") {
+        return;
+    }
+    let e = berth_e2e::podnet::env_built("clistats", Plugins::Debian, None, |b| {
+        b.config("metrics", "stats_interval", "\"1s\"")
+    });
+    let ep = format!("unix://{}", e.d.socket.display());
+    let dir = &e.d.dir;
+    let archive = dir.join("busybox.tar");
+    fixture::write_oci_archive(&busybox::busybox(), "berth.local/test/busybox:v1", &archive);
+    ok(berth(&ep, &["image", "import", archive.to_str().unwrap()]));
+    let pod_yaml = dir.join("pod.yaml");
+    fs::write(
+        &pod_yaml,
+        "metadata:\n  name: busy\n  namespace: e2e\n  uid: u-busy\n",
+    )
+    .unwrap();
+    // A busy loop that asked for half a core, limited to one and 256 MiB.
+    let ctr_yaml = dir.join("ctr.yaml");
+    fs::write(
+        &ctr_yaml,
+        "metadata:\n  name: burn\nimage:\n  image: berth.local/test/busybox:v1\n\
+         command: [sh, -c, \"while :; do :; done\"]\n\
+         linux:\n  resources:\n    cpu_shares: 512\n    cpu_period: 100000\n    cpu_quota: 100000\n    memory_limit_in_bytes: 268435456\n",
+    )
+    .unwrap();
+    let cid = ok(berth(
+        &ep,
+        &[
+            "run",
+            ctr_yaml.to_str().unwrap(),
+            pod_yaml.to_str().unwrap(),
+        ],
+    ))
+    .trim()
+    .to_owned();
+
+    // Two samples make a CPU rate: wait for the loop to show.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let line = loop {
+        let out = ok(berth(&ep, &["stats"]));
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&cid[..13]))
+            .map(str::to_owned);
+        let cpu: f64 = line
+            .as_deref()
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0.0);
+        if cpu > 20.0 {
+            assert!(out.starts_with("CONTAINER"), "{out}");
+            assert!(cpu <= 105.0, "held to one core: {out}");
+            break line.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no CPU in:\n{out}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert!(line.contains("burn"), "{line}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(berth(&ep, &["stats", "-o", "json"]))).unwrap();
+    assert_eq!(json[0]["attributes"]["id"], cid.as_str(), "{json}");
+
+    let out = ok(berth(&ep, &["statsp"]));
+    assert!(out.starts_with("POD"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("busy ")), "{out}");
+
+    // The pod's rate needs two samples of its own cgroup too.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (out, row) = loop {
+        let out = ok(berth(&ep, &["top", "--sort", "memory"]));
+        let row: Vec<String> = out
+            .lines()
+            .find(|l| l.starts_with("e2e "))
+            .unwrap_or_else(|| panic!("{out}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let used: f64 = row[2].trim_end_matches('m').parse().unwrap();
+        if used > 200.0 {
+            break (out, row);
+        }
+        assert!(std::time::Instant::now() < deadline, "no CPU in:\n{out}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    // NAMESPACE POD CPU CPU-REQ CPU-LIM MEM MEM-LIM
+    assert_eq!(row[1], "busy", "{out}");
+    assert_eq!(row[3], "500m", "{out}");
+    assert_eq!(row[4], "1000m", "{out}");
+    assert_eq!(row[6], "268.4MB", "{out}");
+    assert!(out.starts_with("NAMESPACE"), "{out}");
+
+    let pod = ok(berth(&ep, &["pods", "-q"])).trim().to_owned();
+    ok(berth(&ep, &["rmp", &pod]));
+    let out = ok(berth(&ep, &["stats", "-a"]));
+    assert_eq!(out.lines().count(), 1, "only the header is left: {out}");
+}

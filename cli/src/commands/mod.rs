@@ -4,6 +4,7 @@ pub mod container;
 pub mod image;
 pub mod pod;
 pub mod runtime;
+pub mod stats;
 
 /// A gRPC error as one line.
 pub fn status_msg(s: tonic::Status) -> String {
