@@ -310,3 +310,50 @@ async fn an_oom_kill_is_counted() {
     s.remove(&id).await;
     s.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_scrapers_never_hold_up_cri_calls() {
+    if !root_or_skip("slow_scrapers_never_hold_up_cri_calls") {
+        return;
+    }
+    let mut s = scene("metrics-slow").await;
+    let addr = s.e.d.metrics_addr();
+    // More connections than the endpoint serves at once, each stuck in the
+    // middle of its request line, and one that asked for /metrics and
+    // never reads the answer.
+    let mut stuck = Vec::new();
+    for _ in 0..40 {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /metr").unwrap();
+        stuck.push(c);
+    }
+    // CRI calls, including the ones that read the same samples, answer.
+    let id = s.run("sleeper", &["sleep", "1000"]).await;
+    let stats =
+        s.c.runtime
+            .list_container_stats(ListContainerStatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+    assert_eq!(stats.len(), 1);
+    s.c.runtime
+        .version(VersionRequest::default())
+        .await
+        .unwrap();
+    // Once they go, the endpoint serves again.
+    drop(stuck);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match http::request(addr, "GET", "/healthz", &[]) {
+            Ok(r) if r.status == 200 => break,
+            other => assert!(Instant::now() < deadline, "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(scrape(&s).contains("container=\"sleeper\""));
+    s.stop(&id, 0).await;
+    s.remove(&id).await;
+    s.finish().await;
+}
