@@ -21,7 +21,10 @@ fn smoke_scenarios() -> Vec<Scenario> {
         .filter(|s| {
             !matches!(
                 s,
-                Scenario::List250 | Scenario::Density100 | Scenario::Density250
+                Scenario::List250
+                    | Scenario::Stats250
+                    | Scenario::Density100
+                    | Scenario::Density250
             )
         })
         .collect()
@@ -65,7 +68,17 @@ fn every_scenario_runs_once_on_berth() {
     }
     let list = scenario_arg();
     let (table, json) = bench(&[
-        "run", "--target", "berth", "-n", "1", "--pods", PODS, "-s", &list,
+        "run",
+        "--target",
+        "berth",
+        "-n",
+        "1",
+        "--pods",
+        PODS,
+        "--poll-seconds",
+        "1",
+        "-s",
+        &list,
     ]);
     for s in &smoke_scenarios() {
         assert!(table.contains(s.name()), "{} missing:\n{table}", s.name());
@@ -97,7 +110,17 @@ fn compare_runs_both_runtimes_and_cleans_up() {
     let before = shim_sockets();
     let list = scenario_arg();
     let (table, json) = bench(&[
-        "compare", "-n", "1", "--rounds", "1", "--pods", PODS, "-s", &list,
+        "compare",
+        "-n",
+        "1",
+        "--rounds",
+        "1",
+        "--pods",
+        PODS,
+        "--poll-seconds",
+        "1",
+        "-s",
+        &list,
     ]);
     assert!(table.contains("ratio median"), "{table}");
     let rows = json["comparison"].as_array().unwrap();

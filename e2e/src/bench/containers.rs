@@ -36,7 +36,7 @@ const SLEEP: &[&str] = &["sleep", "2147483647"];
 
 /// What the scenarios of one run share.
 #[derive(Debug)]
-struct Ctx {
+pub(super) struct Ctx {
     /// This run's id: in pod names and in the value of [`POD_LABEL`].
     run: String,
     handler: String,
@@ -167,7 +167,7 @@ async fn remove_pod(c: &mut CriClient, id: &str) -> Result<(), String> {
 }
 
 /// Times `fut` and records it as `step`.
-async fn step<T>(
+pub(super) async fn step<T>(
     rec: &Recorder,
     name: &str,
     fut: impl Future<Output = Result<T, String>>,
@@ -287,11 +287,12 @@ async fn teardown(client: &CriClient, ctx: &Ctx) -> Result<(), String> {
 
 /// Starts `n` pods with one `sleep` container each, [`SETUP_CONCURRENCY`]
 /// at a time.
-async fn start_pods(client: &CriClient, ctx: &Arc<Ctx>, n: usize) -> Result<(), String> {
+pub(super) async fn start_pods(client: &CriClient, ctx: &Arc<Ctx>, n: usize) -> Result<(), String> {
     let opts = RunOpts {
         iterations: n,
         concurrency: SETUP_CONCURRENCY,
         pods: None,
+        poll: Duration::ZERO,
     };
     let ctx = ctx.clone();
     run_iterations(client, opts, move |mut c, i, _| {
@@ -310,7 +311,7 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn single(step: &str, unit: &'static str, value: f64) -> StepResult {
+pub(super) fn single(step: &str, unit: &'static str, value: f64) -> StepResult {
     StepResult {
         step: step.into(),
         unit,
@@ -443,6 +444,9 @@ async fn measure(
                 }
             })
             .await
+        }
+        Scenario::Stats100 | Scenario::Stats250 => {
+            super::accounting::measure(target, client, opts, ctx, pods).await
         }
         Scenario::List100 | Scenario::List250 => {
             start_pods(client, ctx, pods).await?;

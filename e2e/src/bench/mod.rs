@@ -5,6 +5,7 @@
 //! Numbers from this harness are never asserted in tests: the smoke test
 //! only checks that every scenario runs.
 
+mod accounting;
 mod containers;
 pub mod report;
 pub mod scenario;

@@ -85,6 +85,18 @@ pub enum Scenario {
     #[value(name = "list-250")]
     #[serde(rename = "list-250")]
     List250,
+    /// With 100 pods, one running container each: ListContainerStats and
+    /// ListPodSandboxStats (and, on berth, a /metrics scrape: latency and
+    /// size), then the daemon's CPU over a window of kubelet-like polling
+    /// (stats every 10 s, a scrape every 15 s) and its RSS growth from
+    /// serving stats.
+    #[value(name = "stats-100")]
+    #[serde(rename = "stats-100")]
+    Stats100,
+    /// The same with 250 pods.
+    #[value(name = "stats-250")]
+    #[serde(rename = "stats-250")]
+    Stats250,
     /// Starts 20 pods with one container each (10 at a time): wall time, and
     /// the runtime's memory (daemon + per-pod shims, RSS and PSS).
     #[value(name = "density-20")]
@@ -114,6 +126,8 @@ impl Scenario {
         Scenario::ExecSync,
         Scenario::List100,
         Scenario::List250,
+        Scenario::Stats100,
+        Scenario::Stats250,
         Scenario::Density20,
         Scenario::Density100,
         Scenario::Density250,
@@ -130,8 +144,8 @@ impl Scenario {
     /// Pods the scenario sets up at once, for those that scale with pods.
     pub fn pods(self) -> Option<usize> {
         match self {
-            Scenario::List100 | Scenario::Density100 => Some(100),
-            Scenario::List250 | Scenario::Density250 => Some(250),
+            Scenario::List100 | Scenario::Stats100 | Scenario::Density100 => Some(100),
+            Scenario::List250 | Scenario::Stats250 | Scenario::Density250 => Some(250),
             Scenario::Density20 => Some(20),
             _ => None,
         }
@@ -151,6 +165,8 @@ impl Scenario {
             Scenario::ExecSync => "exec-sync",
             Scenario::List100 => "list-100",
             Scenario::List250 => "list-250",
+            Scenario::Stats100 => "stats-100",
+            Scenario::Stats250 => "stats-250",
             Scenario::Density20 => "density-20",
             Scenario::Density100 => "density-100",
             Scenario::Density250 => "density-250",
@@ -165,6 +181,9 @@ pub struct RunOpts {
     /// Overrides the pod count of the list and density scenarios (the
     /// smoke test runs them with a few pods).
     pub pods: Option<usize>,
+    /// How long the stats scenarios poll like kubelet while the daemon's
+    /// CPU is measured.
+    pub poll: Duration,
 }
 
 /// The samples of one step, in `unit` (ms for latencies, MiB for memory).
@@ -524,6 +543,8 @@ impl Scenario {
             | Scenario::ExecSync
             | Scenario::List100
             | Scenario::List250
+            | Scenario::Stats100
+            | Scenario::Stats250
             | Scenario::Density20
             | Scenario::Density100
             | Scenario::Density250 => {

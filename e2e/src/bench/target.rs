@@ -86,6 +86,23 @@ impl Target {
         }
     }
 
+    /// The daemon's pid, for runtimes the harness started.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        match self {
+            Target::Berth(b) => Some(b.daemon.pid().as_raw() as u32),
+            Target::Containerd(c) => Some(c.pid()),
+            Target::Endpoint(_) => None,
+        }
+    }
+
+    /// berthd's metrics endpoint (other runtimes' are not compared).
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Target::Berth(b) => Some(b.daemon.metrics_addr()),
+            _ => None,
+        }
+    }
+
     /// The `runtime_handler` of the pods the scenarios run.
     pub fn runtime_handler(&self) -> &str {
         match self {

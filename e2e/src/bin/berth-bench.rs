@@ -43,6 +43,10 @@ struct Common {
     /// (100, 250, 20, ...): the smoke test runs them with a few.
     #[arg(long, value_name = "N")]
     pods: Option<usize>,
+    /// Seconds the stats scenarios poll like kubelet while measuring the
+    /// daemon's CPU.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    poll_seconds: u64,
     /// berth's RuntimeClass handler for the bench's pods: "" is berthd's
     /// default (berth-runtime), or "runc". containerd always runs runc.
     #[arg(long, value_name = "NAME", default_value = "")]
@@ -187,6 +191,7 @@ async fn real_main(cli: Cli) -> Result<(), String> {
                 iterations: common.iterations,
                 concurrency: common.concurrency,
                 pods: common.pods,
+                poll: Duration::from_secs(common.poll_seconds),
             };
             let t = match endpoint {
                 Some(e) => Target::Endpoint(
@@ -222,6 +227,7 @@ async fn real_main(cli: Cli) -> Result<(), String> {
                 iterations: common.iterations,
                 concurrency: common.concurrency,
                 pods: common.pods,
+                poll: Duration::from_secs(common.poll_seconds),
             };
             let list = scenarios(&common);
             let fixtures = fixtures_for(&list).await;
