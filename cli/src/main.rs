@@ -232,6 +232,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         sort: commands::stats::SortBy,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
     /// Image management beyond the CRI.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -360,8 +362,17 @@ async fn run(cli: Cli) -> Result<Outcome, String> {
             stats::statsp(&mut c, id.as_deref(), every, fmt).await
         }
         Command::Top { sort } => stats::top(&mut c, sort, fmt).await,
+        Command::Completion { shell } => Ok(completion(shell)),
     };
     out.map(|out| Outcome { out, code: 0 })
+}
+
+/// The completion script for `shell`.
+fn completion(shell: clap_complete::Shell) -> String {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "berth", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `--timeout`, unless it is the command's own (clap gives a subcommand's
@@ -380,6 +391,11 @@ fn secs(s: u64) -> i64 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no daemon.
+    if let Command::Completion { shell } = cli.command {
+        print!("{}", completion(shell));
+        return ExitCode::SUCCESS;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -458,6 +474,16 @@ mod tests {
         // Elsewhere -t is the connection timeout.
         assert_eq!(connect_timeout(&parse(&["-t", "5", "ps"])), Some(5));
         assert_eq!(connect_timeout(&parse(&["ps", "-t", "6"])), Some(6));
+    }
+
+    #[test]
+    fn completions_name_the_commands() {
+        let bash = completion(clap_complete::Shell::Bash);
+        assert!(bash.contains("_berth()"), "{bash}");
+        for cmd in ["runp", "exec-sync", "stats", "top"] {
+            assert!(bash.contains(cmd), "{cmd} missing");
+        }
+        assert!(completion(clap_complete::Shell::Zsh).starts_with("#compdef berth"));
     }
 
     #[test]
