@@ -11,6 +11,9 @@ use tracing_subscriber::EnvFilter;
 /// Where berthd looks for its config when `--config` is not given. If the
 /// file does not exist the embedded defaults are used.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/berth/config.toml";
+/// Where drop-ins are read from when berthd runs on built-in defaults;
+/// otherwise `config.d` beside the config file.
+pub const DEFAULT_DROPIN_DIR: &str = "/etc/berth/config.d";
 
 /// The documented default config, as shipped in `deploy/config.toml`.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../deploy/config.toml");
@@ -141,6 +144,51 @@ pub enum ConfigError {
     },
 }
 
+/// A toml error as one line: "line N: message", without toml's snippet.
+fn describe(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message().trim_end())
+        }
+        None => e.message().trim_end().to_owned(),
+    }
+}
+
+/// `over`'s tables merged into `base`'s; its other values replace them.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The `*.toml` files of `dir`, in name order (none if `dir` is missing).
+fn dropins(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(read_err)?.path();
+        if path.extension().is_some_and(|x| x == "toml") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 fn key_prefix(key: &str) -> String {
     if key.is_empty() || key == "." {
         String::new()
@@ -157,19 +205,11 @@ impl Config {
             key,
             message,
         };
-        // One line per error: "line N: message", without toml's snippet.
-        let describe = |e: &toml::de::Error| match e.span() {
-            Some(span) => {
-                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                format!("line {line}: {}", e.message().trim_end())
-            }
-            None => e.message().trim_end().to_owned(),
-        };
-        let de =
-            toml::Deserializer::parse(text).map_err(|e| parse_err(String::new(), describe(&e)))?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| parse_err(String::new(), describe(text, &e)))?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
-            parse_err(key, describe(e.inner()))
+            parse_err(key, describe(text, e.inner()))
         })?;
         config
             .validate()
@@ -199,6 +239,63 @@ impl Config {
             source,
         })?;
         Ok((Config::parse(&text, &path)?, Some(path)))
+    }
+
+    /// The config file (as [`load`](Self::load) finds it) with the drop-ins
+    /// of `dropin_dir` applied over it: every `*.toml` file there, in name
+    /// order (CRI-O's `crio.conf.d` convention), each a partial config
+    /// whose tables merge into what came before and whose values replace
+    /// it. `dropin_dir` defaults to `config.d` beside the config file (or
+    /// [`DEFAULT_DROPIN_DIR`] without one); a missing directory has no
+    /// drop-ins. An error names the drop-in that caused it. Returns the
+    /// config, the file read and the drop-ins applied.
+    pub fn load_layered(
+        path: Option<&Path>,
+        dropin_dir: Option<&Path>,
+    ) -> Result<(Config, Option<PathBuf>, Vec<PathBuf>), ConfigError> {
+        let (mut config, file) = Config::load(path)?;
+        let dir = match dropin_dir {
+            Some(d) => d.to_owned(),
+            None => match file.as_deref().and_then(Path::parent) {
+                Some(parent) => parent.join("config.d"),
+                None => PathBuf::from(DEFAULT_DROPIN_DIR),
+            },
+        };
+        let dropins = dropins(&dir)?;
+        if dropins.is_empty() {
+            return Ok((config, file, dropins));
+        }
+        let invalid = |path: &Path, key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let mut table = toml::Table::try_from(&config)
+            .map_err(|e| invalid(&dir, String::new(), e.to_string()))?;
+        for d in &dropins {
+            let text = std::fs::read_to_string(d).map_err(|source| ConfigError::Read {
+                path: d.clone(),
+                source,
+            })?;
+            let over: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: d.clone(),
+                key: String::new(),
+                message: describe(&text, &e),
+            })?;
+            merge(&mut table, over);
+            // Checked after each one, so an error names its drop-in.
+            config = serde_path_to_error::deserialize(toml::Value::Table(table.clone())).map_err(
+                |e| ConfigError::Parse {
+                    path: d.clone(),
+                    key: e.path().to_string(),
+                    message: e.inner().message().trim_end().to_owned(),
+                },
+            )?;
+            config
+                .validate()
+                .map_err(|(key, message)| invalid(d, key, message))?;
+        }
+        Ok((config, file, dropins))
     }
 
     /// Checks what serde cannot. Returns the offending key and the problem.
@@ -378,6 +475,60 @@ mod tests {
         let long = format!("[daemon]\nsocket = \"/{}\"\n", "s".repeat(120));
         let err = parse(&long).unwrap_err().to_string();
         assert!(err.contains("107 bytes"), "{err}");
+    }
+
+    #[test]
+    fn dropins_apply_in_name_order_and_errors_name_their_file() {
+        let d = tempfile::tempdir().unwrap();
+        let main = d.path().join("config.toml");
+        std::fs::write(
+            &main,
+            "[daemon]\nlog_level = \"debug\"\n[pod]\nshm_size_mib = 100\n",
+        )
+        .unwrap();
+        let dir = d.path().join("config.d");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("20-later.toml"), "[pod]\nshm_size_mib = 300\n").unwrap();
+        std::fs::write(
+            dir.join("10-first.toml"),
+            "[pod]\nshm_size_mib = 200\n[metrics]\naddress = \"\"\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("ignored.conf"), "not toml at all [").unwrap();
+        let (c, file, applied) = Config::load_layered(Some(&main), None).unwrap();
+        assert_eq!(file.as_deref(), Some(main.as_path()));
+        let names: Vec<_> = applied
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(names, ["10-first.toml", "20-later.toml"]);
+        assert_eq!(c.pod.shm_size_mib, 300, "the last drop-in wins");
+        assert_eq!(c.daemon.log_level, "debug", "untouched keys stay");
+        assert_eq!(c.metrics.address, "", "tables merge");
+        // Without drop-ins: the file alone.
+        let (c, _, applied) =
+            Config::load_layered(Some(&main), Some(&d.path().join("none"))).unwrap();
+        assert!(applied.is_empty());
+        assert_eq!(c.pod.shm_size_mib, 100);
+
+        for (name, text, want) in [
+            ("30-typo.toml", "[pood]\nx = 1\n", "unknown field `pood`"),
+            ("30-syntax.toml", "[pod]\nshm_size_mib = \n", "line 2"),
+            (
+                "30-invalid.toml",
+                "[daemon]\nroot_dir = \"relative\"\n",
+                "not an absolute path",
+            ),
+        ] {
+            let bad = dir.join(name);
+            std::fs::write(&bad, text).unwrap();
+            let err = Config::load_layered(Some(&main), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{err}");
+            assert!(err.contains(want), "{err}");
+            std::fs::remove_file(&bad).unwrap();
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@ struct Cli {
     /// Config file [default: /etc/berth/config.toml if it exists, else built-in defaults]
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Drop-in directory: its *.toml files apply over the config, in name order [default: config.d beside the config file, else /etc/berth/config.d]
+    #[arg(long, global = true, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
     /// Overrides daemon.root_dir.
     #[arg(long, value_name = "DIR")]
     root_dir: Option<PathBuf>,
@@ -47,12 +50,28 @@ enum Command {
 enum ConfigCommand {
     /// Print the complete default configuration, documented.
     Default,
-    /// Validate a config file (the one berthd would load) and print it resolved.
+    /// Validate the config berthd would load (file, drop-ins, flags) and say where it came from.
     Check,
+    /// Print the effective config: the file, then its drop-ins, then the flags.
+    Dump,
 }
 
-fn load(cli: &Cli) -> anyhow::Result<(Config, Option<PathBuf>)> {
-    let (mut config, file) = Config::load(cli.config.as_deref())?;
+/// Where a config came from, for people: the file (or the built-in
+/// defaults), then each drop-in.
+fn sources(file: &Option<PathBuf>, dropins: &[PathBuf]) -> String {
+    let mut s = file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "built-in defaults".into());
+    for d in dropins {
+        s += &format!(" + {}", d.display());
+    }
+    s
+}
+
+fn load(cli: &Cli) -> anyhow::Result<(Config, Option<PathBuf>, Vec<PathBuf>)> {
+    let (mut config, file, dropins) =
+        Config::load_layered(cli.config.as_deref(), cli.config_dir.as_deref())?;
     let d = &mut config.daemon;
     if let Some(p) = &cli.root_dir {
         d.root_dir = p.clone();
@@ -69,7 +88,7 @@ fn load(cli: &Cli) -> anyhow::Result<(Config, Option<PathBuf>)> {
     config
         .validate()
         .map_err(|(key, msg)| anyhow::anyhow!("option for `{key}`: {msg}"))?;
-    Ok((config, file))
+    Ok((config, file, dropins))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -79,28 +98,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Config(ConfigCommand::Check)) => {
-            let (config, file) = load(&cli)?;
-            let source = file
-                .map(|f| f.display().to_string())
-                .unwrap_or_else(|| "built-in defaults".into());
-            println!("# {source}: valid");
+            let (_, file, dropins) = load(&cli)?;
+            println!("{}: valid", sources(&file, &dropins));
+            return Ok(());
+        }
+        Some(Command::Config(ConfigCommand::Dump)) => {
+            let (config, file, dropins) = load(&cli)?;
+            println!(
+                "# effective config: {}, then flags",
+                sources(&file, &dropins)
+            );
             print!("{}", toml::to_string(&config).context("printing config")?);
             return Ok(());
         }
         None => {}
     }
-    let (config, file) = load(&cli)?;
+    let (config, file, dropins) = load(&cli)?;
     berth_cri::logging::init(
         config.daemon.log_format,
         cli.log_level.as_deref(),
         &config.daemon.log_level,
     )
     .map_err(anyhow::Error::msg)?;
-    if let Some(f) = &file {
-        tracing::info!(config = %f.display(), "configuration loaded");
-    } else {
-        tracing::info!("no config file; using built-in defaults");
-    }
+    tracing::info!(sources = %sources(&file, &dropins), "configuration loaded");
     // Two workers serve a node's CRI traffic; blocking work (store commits,
     // file I/O) goes to the blocking pool.
     let workers = std::thread::available_parallelism()
