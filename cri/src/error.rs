@@ -61,6 +61,7 @@ pub fn pod(e: berth_pod::PodError) -> Status {
     match e {
         E::InvalidArgument(_) => Status::invalid_argument(msg),
         E::AlreadyExists { .. } => Status::already_exists(msg),
+        E::PortInUse(_) => Status::failed_precondition(msg),
         E::NotFound(_) => Status::not_found(msg),
         E::Network(berth_pod::NetworkError::NotReady(_)) => Status::failed_precondition(msg),
         E::Network(berth_pod::NetworkError::Invalid(_)) => Status::invalid_argument(msg),

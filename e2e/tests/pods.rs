@@ -216,12 +216,7 @@ async fn host_port_reaches_the_pod_from_the_host() {
         l.local_addr().unwrap().port()
     };
     let mut cfg = pod_config("hp");
-    cfg.port_mappings = vec![PortMapping {
-        protocol: Protocol::Tcp as i32,
-        container_port: 8080,
-        host_port: host_port as i32,
-        host_ip: String::new(),
-    }];
+    cfg.port_mappings = cfg_ports(host_port);
     let id = run(&mut c, cfg).await.unwrap();
     let gw: SocketAddr = format!("{}1:{host_port}", e.net.lease.prefix)
         .parse()
@@ -229,7 +224,36 @@ async fn host_port_reaches_the_pod_from_the_host() {
     let server = serve_once(&netns_path(&e.d, &id), 8080);
     assert_eq!(ping(gw), "pong", "host port via the host's bridge address");
     server.join().unwrap();
+
+    // A second pod asking for the same host port is refused, naming the
+    // first, and leaves nothing; the port is free once the first stops.
+    let mut twin = pod_config("hp-twin");
+    twin.port_mappings = cfg_ports(host_port);
+    let err = run(&mut c, twin.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&id) && err.message().contains("e2e/hp"),
+        "{}",
+        err.message()
+    );
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let id2 = run(&mut c, twin).await.unwrap();
+    remove(&mut c, &id2).await;
     remove(&mut c, &id).await;
+}
+
+fn cfg_ports(host_port: u16) -> Vec<PortMapping> {
+    vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }]
 }
 
 #[tokio::test]

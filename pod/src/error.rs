@@ -28,6 +28,9 @@ pub enum PodError {
     AlreadyExists { name: String, id: String },
     #[error("pod sandbox {0} not found")]
     NotFound(String),
+    /// Another pod holds one of the host ports this pod asks for.
+    #[error("{0}")]
+    PortInUse(String),
     /// The pod network could not attach or detach the pod.
     #[error("pod network: {0}")]
     Network(#[from] NetworkError),

@@ -5,6 +5,7 @@
 mod config;
 pub mod error;
 pub mod files;
+pub mod hostports;
 pub mod kernel;
 pub mod ns;
 pub mod pidns;

@@ -78,6 +78,9 @@ pub struct Pods<N> {
     /// Namespaces, the PID-namespace holder, /dev/shm.
     kernel: Arc<dyn PodKernel>,
     locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Held from the host-port check to the new pod's record, so two
+    /// pods asking for one port at once cannot both pass.
+    claiming: std::sync::Mutex<()>,
 }
 
 impl<N: PodNetwork> Pods<N> {
@@ -91,6 +94,7 @@ impl<N: PodNetwork> Pods<N> {
             host_resolv: PathBuf::from("/etc/resolv.conf"),
             kernel: Arc::new(HostKernel::default()),
             locks: Default::default(),
+            claiming: Default::default(),
         }
     }
 
@@ -185,6 +189,14 @@ impl<N: PodNetwork> Pods<N> {
         let id = new_id();
         let key = spec.metadata.reservation_key();
         let mut rec = self.record_for(&id, spec)?;
+        let claiming = self.claiming.lock().unwrap_or_else(|p| p.into_inner());
+        if !rec.spec.port_mappings.is_empty() {
+            let pods = self.store.list_shared(&PODS)?;
+            if let Some(m) = crate::hostports::conflict(&rec.spec, pods.iter().map(|p| p.as_ref()))
+            {
+                return Err(PodError::PortInUse(m));
+            }
+        }
         self.store.write(|tx| {
             if let Some(existing) = tx.get(&POD_NAMES, &key)? {
                 return Err(PodError::AlreadyExists {
@@ -196,6 +208,7 @@ impl<N: PodNetwork> Pods<N> {
             tx.put(&PODS, &id, &rec)?;
             Ok(())
         })?;
+        drop(claiming);
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         match self.setup(&mut rec).await {

@@ -331,3 +331,43 @@ async fn recovery_sweeps_state_dirs_and_pins_no_record_owns() {
     // The recorded pod keeps its namespaces.
     assert!(w.pods.status(&id).unwrap().netns.unwrap().exists());
 }
+
+#[tokio::test]
+async fn a_host_port_another_pod_holds_is_refused_until_it_stops() {
+    use crate::spec::{PortMapping, Protocol};
+    let w = world();
+    let with_port = |name: &str, port: u16, ip: &str| SandboxSpec {
+        port_mappings: vec![PortMapping {
+            protocol: Protocol::Tcp,
+            container_port: 80,
+            host_port: port,
+            host_ip: ip.into(),
+        }],
+        ..spec(name, NsMode::Container)
+    };
+    let web = w.pods.run(with_port("web", 8080, "")).await.unwrap();
+    let e = w
+        .pods
+        .run(with_port("copy", 8080, "127.0.0.1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PodError::PortInUse(_)), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("8080/Tcp") && msg.contains("test/web") && msg.contains(&web),
+        "{msg}"
+    );
+    // Refused before any work: no record, nothing attached.
+    assert_eq!(w.network.attached.lock().unwrap().len(), 1);
+    // Another port is free; host-network pods bind their own.
+    w.pods.run(with_port("other", 8081, "")).await.unwrap();
+    let mut host = with_port("hostnet", 8080, "");
+    host.namespaces.network = NsMode::Node;
+    w.pods.run(host).await.unwrap();
+    // Once the holder stops, the port is free.
+    w.pods.stop(&web).await.unwrap();
+    w.pods
+        .run(with_port("copy", 8080, "127.0.0.1"))
+        .await
+        .unwrap();
+}
