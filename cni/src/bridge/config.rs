@@ -218,6 +218,47 @@ impl PortMap {
     }
 }
 
+/// `runtimeConfig.ipRanges` (capability `ipRanges`): a list of range
+/// sets, each a list of ranges, as host-local reads it. berth-bridge takes
+/// one subnet per set (the node's pod CIDRs, one per address family);
+/// range bounds and gateways are not supported and are refused rather
+/// than ignored.
+fn ip_ranges(rc: &rscni_types::types::RuntimeConf) -> Result<Vec<String>, BridgeError> {
+    let bad = |m: String| BridgeError::Config(format!("runtimeConfig.ipRanges: {m}"));
+    let Some(v) = rc.custom.get("ipRanges") else {
+        return Ok(Vec::new());
+    };
+    let sets = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(sets) => sets,
+        other => return Err(bad(format!("must be a list of range sets, not {other}"))),
+    };
+    let mut out = Vec::new();
+    for set in sets {
+        let ranges = set
+            .as_array()
+            .ok_or_else(|| bad(format!("a range set must be a list, not {set}")))?;
+        let [range] = ranges.as_slice() else {
+            return Err(bad(format!(
+                "one range per set is supported, got {}",
+                ranges.len()
+            )));
+        };
+        let obj = range
+            .as_object()
+            .ok_or_else(|| bad(format!("a range must be an object, not {range}")))?;
+        if let Some(k) = obj.keys().find(|k| *k != "subnet") {
+            return Err(bad(format!("{k:?} is not supported (only subnet)")));
+        }
+        let subnet = obj
+            .get("subnet")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("a range needs a subnet string".into()))?;
+        out.push(subnet.to_owned());
+    }
+    Ok(out)
+}
+
 /// The validated configuration of one invocation.
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -259,21 +300,33 @@ impl BridgeConfig {
         let bridge = raw.bridge.unwrap_or_else(|| DEFAULT_BRIDGE.to_string());
         validate_ifname(&bridge).map_err(|e| BridgeError::Config(format!("bridge: {e}")))?;
 
-        if raw.subnets.is_empty() {
+        // The runtime's ranges (the node's pod CIDRs) replace the
+        // configured subnets for this invocation.
+        let ranges = conf
+            .runtime_config
+            .as_ref()
+            .map(ip_ranges)
+            .transpose()?
+            .filter(|r| !r.is_empty());
+        let (subnets, key) = match &ranges {
+            Some(r) => (r, "runtimeConfig.ipRanges"),
+            None => (&raw.subnets, "subnets"),
+        };
+        if subnets.is_empty() {
             return Err(BridgeError::Config(
                 "subnets: at least one subnet (one IPv4 and/or one IPv6 CIDR) is required".into(),
             ));
         }
         let (mut v4, mut v6) = (None, None);
-        for s in &raw.subnets {
+        for s in subnets {
             let net: IpNet = s
                 .parse()
-                .map_err(|_| BridgeError::Config(format!("subnets: {s:?} is not a CIDR")))?;
+                .map_err(|_| BridgeError::Config(format!("{key}: {s:?} is not a CIDR")))?;
             let pool = Pool::new(net)?;
             let slot = if pool.is_v6() { &mut v6 } else { &mut v4 };
             if slot.is_some() {
                 return Err(BridgeError::Config(format!(
-                    "subnets: at most one IPv4 and one IPv6 subnet (got a second: {s})"
+                    "{key}: at most one IPv4 and one IPv6 subnet (got a second: {s})"
                 )));
             }
             *slot = Some(pool);
@@ -442,6 +495,47 @@ pub fn network_rule_prefix(network: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_ranges_replace_the_subnets() {
+        let c = BridgeConfig::from_netconf(&netconf(
+            r#"{"cniVersion":"1.1.0","name":"n","type":"berth-bridge","subnets":["10.89.0.0/16"],
+               "runtimeConfig":{"ipRanges":[[{"subnet":"10.244.3.0/24"}],[{"subnet":"fd00:3::/64"}]]}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.v4.unwrap().subnet.to_string(), "10.244.3.0/24");
+        assert_eq!(c.v6.unwrap().subnet.to_string(), "fd00:3::/64");
+        for (ranges, want) in [
+            (
+                r#"[[{"subnet":"10.1.0.0/24","rangeStart":"10.1.0.5"}]]"#,
+                "rangeStart",
+            ),
+            (
+                r#"[[{"subnet":"10.1.0.0/24"},{"subnet":"10.2.0.0/24"}]]"#,
+                "one range per set",
+            ),
+            (r#"[[{"subnet":"nope"}]]"#, "is not a CIDR"),
+            (
+                r#"[[{"subnet":"10.1.0.0/24"}],[{"subnet":"10.2.0.0/24"}]]"#,
+                "at most one IPv4",
+            ),
+            (r#"{"subnet":"10.1.0.0/24"}"#, "list of range sets"),
+        ] {
+            let e = BridgeConfig::from_netconf(&netconf(&format!(
+                r#"{{"cniVersion":"1.1.0","name":"n","type":"berth-bridge","subnets":["10.89.0.0/16"],"runtimeConfig":{{"ipRanges":{ranges}}}}}"#
+            )))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(want), "{ranges}: {e}");
+            assert!(e.contains("ipRanges"), "{e}");
+        }
+        // Empty: the configured subnets.
+        let c = BridgeConfig::from_netconf(&netconf(
+            r#"{"cniVersion":"1.1.0","name":"n","type":"berth-bridge","subnets":["10.89.0.0/16"],"runtimeConfig":{"ipRanges":[]}}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.v4.unwrap().subnet.to_string(), "10.89.0.0/16");
+    }
 
     fn netconf(json: &str) -> NetConf {
         serde_json::from_str(json).expect("test config parses")

@@ -47,6 +47,11 @@
 //! `hostIP` (only that host address is mapped; unset, `0.0.0.0` or `::` map
 //! every local address). See [`firewall`] for the rules.
 //!
+//! `runtimeConfig.ipRanges` (capability `ipRanges`, as host-local reads it):
+//! one range set per address family, one `{"subnet": CIDR}` range each;
+//! these subnets replace `subnets` for the invocation (berthd passes the
+//! node's pod CIDRs this way). Range bounds and gateways are refused.
+//!
 //! # Commands
 //!
 //! - ADD: bridge (+ addresses, sysctls) → addresses from IPAM and the nftables
