@@ -154,6 +154,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
             }
         })?,
     ));
+    // The pod CIDRs kubelet sent before a restart (it sends them once).
+    match crate::settings::NetworkSettings::load(&store) {
+        Ok(s) => pods.network().set_pod_cidrs(s.pod_cidrs),
+        Err(e) => tracing::warn!(error = %e, "reading the stored pod CIDR"),
+    }
     pods.recover().await.map_err(StartupError::Recover)?;
     let pod_ids: Vec<String> = pods
         .list(&berth_pod::PodFilter::default())

@@ -20,6 +20,11 @@ pub struct CniNetwork {
     /// How long each pod's ADD took, until RunPodSandbox takes it to
     /// split its time into the sandbox and network phases.
     add_times: Mutex<HashMap<String, Duration>>,
+    /// The node's pod CIDRs from kubelet (UpdateRuntimeConfig), offered to
+    /// plugins that declare the `ipRanges` capability, so the default
+    /// network allocates from this node's range rather than the same
+    /// subnet on every node.
+    pod_cidrs: std::sync::RwLock<Vec<ipnet::IpNet>>,
 }
 
 impl CniNetwork {
@@ -30,7 +35,37 @@ impl CniNetwork {
             cni: Cni::new(ClientConfig::new(&config, cache_dir)),
             health,
             add_times: Mutex::default(),
+            pod_cidrs: Default::default(),
         }
+    }
+
+    /// The node's pod CIDRs, for pods attached from now on.
+    pub fn set_pod_cidrs(&self, cidrs: Vec<ipnet::IpNet>) {
+        *self.pod_cidrs.write().unwrap_or_else(|p| p.into_inner()) = cidrs;
+    }
+
+    /// Whether kubelet has sent the node's pod CIDRs.
+    pub fn has_pod_cidrs(&self) -> bool {
+        !self
+            .pod_cidrs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    fn attachment(&self, req: &NetRequest<'_>) -> Attachment {
+        let mut a = attachment(req);
+        let cidrs = self.pod_cidrs.read().unwrap_or_else(|p| p.into_inner());
+        if !cidrs.is_empty() {
+            // CNI's ipRanges: one range set per address family.
+            let sets: Vec<serde_json::Value> = cidrs
+                .iter()
+                .map(|c| serde_json::json!([{ "subnet": c.trunc().to_string() }]))
+                .collect();
+            a.extra_capabilities
+                .insert("ipRanges".into(), serde_json::Value::Array(sets));
+        }
+        a
     }
 
     /// How long pod `id`'s CNI ADD took (once; None if it had none).
@@ -121,7 +156,7 @@ impl PodNetwork for CniNetwork {
         berth_cni::client::set_loopback_up(req.netns)
             .await
             .map_err(network_error)?;
-        let result = self.cni.add(&attachment(&req)).await;
+        let result = self.cni.add(&self.attachment(&req)).await;
         let took = started.elapsed();
         self.health.cni("add", result.is_ok(), took.as_secs_f64());
         let result = result.map_err(network_error)?;
@@ -134,7 +169,7 @@ impl PodNetwork for CniNetwork {
 
     async fn teardown(&self, req: NetRequest<'_>) -> Result<(), NetworkError> {
         let started = Instant::now();
-        let result = self.cni.del(&attachment(&req)).await;
+        let result = self.cni.del(&self.attachment(&req)).await;
         self.health
             .cni("del", result.is_ok(), started.elapsed().as_secs_f64());
         // An ADD whose pod failed to start is not waited for.

@@ -558,3 +558,75 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn pods_get_addresses_from_the_node_pod_cidr() {
+    if !root_or_skip("pods_get_addresses_from_the_node_pod_cidr") {
+        return;
+    }
+    let mut e = env("podcidr", Plugins::Berth);
+    // The node's range: another leased /24, so no test shares it.
+    let node = berth_e2e::netns::NetLease::take();
+    let mut c = e.d.client().await;
+    let network_ready = |s: StatusResponse| {
+        s.status
+            .unwrap()
+            .conditions
+            .into_iter()
+            .find(|c| c.r#type == "NetworkReady")
+            .unwrap()
+    };
+    let nr = network_ready(
+        c.runtime
+            .status(StatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(nr.status && nr.reason == "NoPodCIDR", "{nr:?}");
+    // Before kubelet sends it: the network's own subnet.
+    let before = run(&mut c, pod_config("early")).await.unwrap();
+    assert!(ip(&mut c, &before).await.starts_with(&e.net.lease.prefix));
+
+    c.runtime
+        .update_runtime_config(UpdateRuntimeConfigRequest {
+            runtime_config: Some(RuntimeConfig {
+                network_config: Some(NetworkConfig {
+                    pod_cidr: node.subnet.clone(),
+                }),
+            }),
+        })
+        .await
+        .unwrap();
+    let nr = network_ready(
+        c.runtime
+            .status(StatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(nr.status && nr.reason.is_empty(), "{nr:?}");
+    let after = run(&mut c, pod_config("late")).await.unwrap();
+    let late_ip = ip(&mut c, &after).await;
+    assert!(
+        late_ip.starts_with(&node.prefix),
+        "{late_ip} not in {}",
+        node.subnet
+    );
+    // The old pod keeps its address; both are reachable through the bridge.
+    assert!(ip(&mut c, &before).await.starts_with(&e.net.lease.prefix));
+    let server = serve_once(&netns_path(&e.d, &after), 8080);
+    assert_eq!(ping(format!("{late_ip}:8080").parse().unwrap()), "pong");
+    server.join().unwrap();
+
+    // Kept across a restart (kubelet sends it once).
+    drop(c);
+    e.d.stop();
+    e.d.spawn_and_wait_ready();
+    let mut c = e.d.client().await;
+    let again = run(&mut c, pod_config("restarted")).await.unwrap();
+    assert!(ip(&mut c, &again).await.starts_with(&node.prefix));
+    for id in [before, after, again] {
+        remove(&mut c, &id).await;
+    }
+}

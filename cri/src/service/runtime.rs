@@ -103,13 +103,16 @@ impl RuntimeService for RuntimeSvc {
         };
         let pod_cidrs = NetworkSettings::parse_pod_cidr(&cidr)
             .map_err(|e| Status::invalid_argument(format!("network_config.pod_cidr: {e}")))?;
-        let settings = NetworkSettings { pod_cidrs };
+        let settings = NetworkSettings {
+            pod_cidrs: pod_cidrs.clone(),
+        };
         let store = self.shared.store.clone();
         let saved = settings.clone();
         tokio::task::spawn_blocking(move || saved.save(&store))
             .await
             .map_err(error::join)?
             .map_err(error::store)?;
+        self.shared.pods.network().set_pod_cidrs(pod_cidrs);
         tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
         Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }

@@ -62,9 +62,18 @@ fn runtime_failure(shared: &Shared) -> Option<(&'static str, String)> {
 pub fn status(shared: &Shared, verbose: bool) -> StatusResponse {
     let network = shared.pods.network().status();
     let net_failure = (!network.ready()).then(|| (network.reason, network.message.clone()));
+    let mut network_ready = condition(NETWORK_READY, net_failure);
+    if network_ready.status && !shared.pods.network().has_pod_cidrs() {
+        // Ready, but every node would allocate from the same subnets.
+        network_ready.reason = "NoPodCIDR".into();
+        network_ready.message =
+            "kubelet has not sent this node's pod CIDR (UpdateRuntimeConfig) yet: \
+             pods get addresses from the network config's own subnets"
+                .into();
+    }
     let conditions = vec![
         condition(RUNTIME_READY, runtime_failure(shared)),
-        condition(NETWORK_READY, net_failure),
+        network_ready,
     ];
     let info = if verbose {
         info(shared, &network)
