@@ -152,6 +152,9 @@ impl Containers {
                 rec.pid = pid;
                 rec.user = Some(user);
                 self.inner.store.put(&CONTAINERS, &id, &rec)?;
+                self.inner
+                    .events
+                    .emit(&id, &pod.id, crate::events::EventKind::Created);
                 tracing::info!(container_id = %id, pod_id = %pod.id, name = %req.name, "container created");
                 Ok(id)
             }

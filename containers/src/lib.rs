@@ -13,6 +13,7 @@ pub mod config;
 pub mod counters;
 mod create;
 pub mod error;
+pub mod events;
 mod exec;
 pub mod record;
 mod recover;

@@ -76,6 +76,9 @@ impl Containers {
         let Some(record) = removed else {
             return Ok(None);
         };
+        self.inner
+            .events
+            .emit(&id, &record.pod_id, crate::events::EventKind::Deleted);
         tracing::info!(container_id = %id, "container removed");
         let this = self.clone();
         let done = tokio::spawn(async move {

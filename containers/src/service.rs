@@ -65,6 +65,7 @@ pub(crate) struct Inner {
     pub(crate) sealed: SealedRuntimes,
     pub(crate) locks: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
     pub(crate) counters: crate::counters::Counters,
+    pub(crate) events: crate::events::Events,
 }
 
 impl Containers {
@@ -109,6 +110,7 @@ impl Containers {
                 sealed: SealedRuntimes::default(),
                 locks: Default::default(),
                 counters: Default::default(),
+                events: Default::default(),
             }),
         };
         // The default handler's copy now: a node that cannot make one
@@ -270,6 +272,11 @@ impl Containers {
     /// Starts and exits since berthd started.
     pub fn counters(&self) -> &crate::counters::Counters {
         &self.inner.counters
+    }
+
+    /// Lifecycle events, for GetContainerEvents.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.inner.events
     }
 
     /// A container's writable layer (its overlay upper dir).

@@ -9,6 +9,7 @@ use berth_shim::proto::{self, Request, Response};
 use berth_util::time::now_ns;
 
 use crate::error::RuntimeError;
+use crate::events::EventKind;
 use crate::record::{CONTAINER_REMOVALS, CONTAINERS, ContainerRecord, State};
 use crate::rootfs::{self, Layout};
 use crate::service::{Containers, KILL_WAIT};
@@ -45,6 +46,7 @@ impl Containers {
                 self.inner.store.put(&CONTAINERS, &id, &rec)?;
                 self.watch(rec.pod_id.clone(), id.clone());
                 self.inner.counters.started(true);
+                self.inner.events.emit(&id, &rec.pod_id, EventKind::Started);
                 tracing::info!(container_id = %id, "container started");
                 Ok(())
             }
@@ -124,6 +126,7 @@ impl Containers {
         apply_exit(&mut rec, exit);
         self.inner.store.put(&CONTAINERS, id, &rec)?;
         self.inner.counters.exited(&rec.reason);
+        self.inner.events.emit(id, &rec.pod_id, EventKind::Stopped);
         tracing::info!(container_id = %id, exit_code = rec.exit_code, reason = %rec.reason, "container exited");
         self.release_runtime(&mut rec).await
     }
@@ -211,6 +214,9 @@ impl Containers {
             apply_exit(rec, exit);
             self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
             self.inner.counters.exited(&rec.reason);
+            self.inner
+                .events
+                .emit(&rec.id, &rec.pod_id, EventKind::Stopped);
             return self.release_runtime(rec).await;
         }
         let mut exit = None;
@@ -235,6 +241,9 @@ impl Containers {
         apply_exit(rec, exit);
         self.inner.store.put(&CONTAINERS, &rec.id, rec)?;
         self.inner.counters.exited(&rec.reason);
+        self.inner
+            .events
+            .emit(&rec.id, &rec.pod_id, EventKind::Stopped);
         Ok(())
     }
 

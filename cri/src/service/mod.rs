@@ -2,6 +2,7 @@
 
 mod berth_svc;
 mod container;
+mod events;
 mod image;
 mod pod;
 mod podmetrics;

@@ -13,7 +13,7 @@ use k8s_cri::v1::*;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Shared, container, pod, podmetrics, stats};
+use super::{Shared, container, events, pod, podmetrics, stats};
 use crate::settings::NetworkSettings;
 use crate::{error, leases};
 
@@ -240,7 +240,7 @@ impl RuntimeService for RuntimeSvc {
         &self,
         _request: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(error::not_implemented("GetContainerEvents"))
+        Ok(Response::new(Box::pin(events::stream(self.shared.clone()))))
     }
 
     async fn create_container(
