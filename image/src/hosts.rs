@@ -18,6 +18,12 @@
 //! A registry on a loopback address is reached over plain HTTP without any
 //! configuration, as Docker and containerd allow.
 //!
+//! Keys containerd documents that berth does not honour yet (`ca`,
+//! `client`, `header`, `override_path`) and a path in a host URL are
+//! refused with an error naming the file and the key, as is any unknown
+//! key: a mirror silently ignored sends pulls somewhere the operator did
+//! not intend (air-gapped nodes reaching for the internet).
+//!
 //! Credentials come from the PullImage request (kubelet's pull secrets),
 //! else from the auth file in Docker's `config.json` format.
 
@@ -50,20 +56,38 @@ pub struct HostsError {
     pub message: String,
 }
 
+/// Keys of containerd's hosts.toml that berth does not honour yet.
+const NOT_YET: &[&str] = &["ca", "client", "header", "override_path"];
+
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HostsFile {
     server: Option<String>,
     #[serde(default)]
     skip_verify: Option<bool>,
     #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
     host: toml::Table,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HostEntry {
     capabilities: Option<Vec<String>>,
     #[serde(default)]
     skip_verify: bool,
+}
+
+/// Refuses the keys berth cannot honour yet, before serde reports them
+/// as unknown, so the message says what is missing.
+fn refuse_unsupported(table: &toml::Table, what: &str) -> Result<(), String> {
+    match NOT_YET.iter().find(|k| table.contains_key(**k)) {
+        Some(k) => Err(format!(
+            "{what}key `{k}` is not supported by berth yet; remove it or use a registry that does not need it (pulls would otherwise go out without it)"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// True for `localhost`, `127.0.0.0/8` and `::1`, with or without a port.
@@ -100,6 +124,25 @@ fn parse_url(url: &str) -> Result<(bool, String), String> {
     Ok((plain, host.to_owned()))
 }
 
+/// A registry host URL of hosts.toml: as [`parse_url`], refusing a path
+/// berth would drop (containerd's `/v2` API root is accepted).
+fn parse_host_url(url: &str) -> Result<(bool, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let path = rest
+        .split_once('/')
+        .map_or("", |(_, p)| p)
+        .trim_matches('/');
+    if !path.is_empty() && path != "v2" {
+        return Err(format!(
+            "{url:?}: a path in a host URL is not supported by berth yet (it would be dropped)"
+        ));
+    }
+    parse_url(url)
+}
+
 /// The registry's own (upstream) endpoint when no config says otherwise.
 fn default_upstream(registry: &str) -> Endpoint {
     Endpoint {
@@ -125,9 +168,16 @@ pub fn endpoints(config_dir: &Path, registry: &str) -> Result<Vec<Endpoint>, Hos
         message,
     };
     let text = fs::read_to_string(&file).map_err(|e| err(e.to_string()))?;
-    let parsed: HostsFile = toml::from_str(&text).map_err(|e| err(e.message().to_owned()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| err(e.message().to_owned()))?;
+    refuse_unsupported(&table, "").map_err(err)?;
+    let parsed: HostsFile = table
+        .try_into()
+        .map_err(|e: toml::de::Error| err(e.message().to_owned()))?;
     let mut out = Vec::new();
     for (url, entry) in &parsed.host {
+        if let Some(t) = entry.as_table() {
+            refuse_unsupported(t, &format!("host {url:?}: ")).map_err(err)?;
+        }
         let entry: HostEntry = entry
             .clone()
             .try_into()
@@ -138,7 +188,7 @@ pub fn endpoints(config_dir: &Path, registry: &str) -> Result<Vec<Endpoint>, Hos
         if !caps.iter().any(|c| c == "pull") {
             continue;
         }
-        let (plain_http, host) = parse_url(url).map_err(err)?;
+        let (plain_http, host) = parse_host_url(url).map_err(err)?;
         out.push(Endpoint {
             host,
             plain_http,
@@ -147,15 +197,29 @@ pub fn endpoints(config_dir: &Path, registry: &str) -> Result<Vec<Endpoint>, Hos
             mirror: true,
         });
     }
+    // The top-level capabilities are the upstream's (containerd's
+    // meaning): without "pull", only the mirrors serve pulls.
+    let server_caps = parsed
+        .capabilities
+        .clone()
+        .unwrap_or_else(|| vec!["pull".into(), "resolve".into()]);
+    if !server_caps.iter().any(|c| c == "pull") {
+        if out.is_empty() {
+            return Err(err(
+                "the upstream lacks the pull capability and no host may pull".into(),
+            ));
+        }
+        return Ok(out);
+    }
     let upstream = match &parsed.server {
         Some(server) => {
-            let (plain_http, host) = parse_url(server).map_err(err)?;
+            let (plain_http, host) = parse_host_url(server).map_err(err)?;
             Endpoint {
                 host,
                 plain_http: plain_http
                     || (is_loopback(registry) && !server.starts_with("https://")),
                 skip_verify: parsed.skip_verify.unwrap_or(false),
-                resolve: true,
+                resolve: server_caps.iter().any(|c| c == "resolve"),
                 mirror: false,
             }
         }
@@ -380,6 +444,60 @@ server = "https://registry-1.docker.io"
             (e[0].host.as_str(), e[0].plain_http),
             ("10.1.1.1:5000", true)
         );
+    }
+
+    #[test]
+    fn keys_berth_cannot_honour_are_refused_naming_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("quay.io");
+        fs::create_dir_all(&d).unwrap();
+        for (text, want) in [
+            ("ca = \"/etc/ca.pem\"\n", "key `ca` is not supported"),
+            (
+                "[host.\"https://m.example\"]\nheader = { X = \"1\" }\n",
+                "host \"https://m.example\": key `header`",
+            ),
+            (
+                "[host.\"https://m.example\"]\noverride_path = true\n",
+                "key `override_path`",
+            ),
+            (
+                "[host.\"https://m.example\"]\nclient = [\"/c.pem\", \"/k.pem\"]\n",
+                "key `client`",
+            ),
+            ("servr = \"https://x\"\n", "unknown field `servr`"),
+            (
+                "[host.\"https://m.example\"]\nskip_verfy = true\n",
+                "unknown field `skip_verfy`",
+            ),
+            (
+                "[host.\"https://m.example/mirror/path\"]\n",
+                "a path in a host URL",
+            ),
+        ] {
+            fs::write(d.join("hosts.toml"), text).unwrap();
+            let e = endpoints(dir.path(), "quay.io").unwrap_err().to_string();
+            assert!(e.contains("quay.io/hosts.toml"), "{e}");
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        // containerd's mirror URLs may end in /v2: that is the API root.
+        fs::write(d.join("hosts.toml"), "[host.\"https://m.example/v2\"]\n").unwrap();
+        assert_eq!(
+            endpoints(dir.path(), "quay.io").unwrap()[0].host,
+            "m.example"
+        );
+        // Top-level capabilities are the upstream's.
+        fs::write(
+            d.join("hosts.toml"),
+            "capabilities = [\"resolve\"]\n[host.\"http://10.0.0.9:5000\"]\n",
+        )
+        .unwrap();
+        let e = endpoints(dir.path(), "quay.io").unwrap();
+        assert_eq!(e.len(), 1, "only the mirror pulls: {e:?}");
+        fs::write(d.join("hosts.toml"), "capabilities = [\"resolve\"]\n").unwrap();
+        assert!(endpoints(dir.path(), "quay.io").is_err());
+        // Another registry's file is unaffected by this one.
+        assert_eq!(endpoints(dir.path(), "ghcr.io").unwrap().len(), 1);
     }
 
     #[test]
