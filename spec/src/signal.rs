@@ -68,20 +68,28 @@ pub fn parse_signal(raw: &str) -> Result<i32, SpecError> {
     if let Some(&(_, n)) = NAMED.iter().find(|(k, _)| *k == name) {
         return Ok(n);
     }
+    // The offset is plain digits: `i32::from_str` would also take a sign
+    // ("RTMAX--2147483647"), and a large offset must not overflow the
+    // addition (found by fuzzing, see fuzz/regressions/image_manifest/).
     let rt = |base: i32, rest: &str| -> Result<i32, SpecError> {
+        let offset = |digits: &str| -> Result<i32, SpecError> {
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            digits.parse::<i32>().map_err(|_| bad())
+        };
         let n = if rest.is_empty() {
-            base
+            Some(base)
         } else if let Some(off) = rest.strip_prefix('+') {
-            base + off.parse::<i32>().map_err(|_| bad())?
+            base.checked_add(offset(off)?)
         } else if let Some(off) = rest.strip_prefix('-') {
-            base - off.parse::<i32>().map_err(|_| bad())?
+            base.checked_sub(offset(off)?)
         } else {
             return Err(bad());
         };
-        if (SIGRTMIN..=SIGRTMAX).contains(&n) {
-            Ok(n)
-        } else {
-            Err(bad())
+        match n {
+            Some(n) if (SIGRTMIN..=SIGRTMAX).contains(&n) => Ok(n),
+            _ => Err(bad()),
         }
     };
     if let Some(rest) = name.strip_prefix("RTMIN") {
@@ -148,10 +156,61 @@ mod tests {
             "SIGRTMIN3",
             "RTMAX+1",
             "1.5",
+            "RTMIN+",
+            "RTMAX-",
+            "RTMIN++3",
+            "RTMAX-+2",
+            "RTMIN+-0",
+            "RTMAX- 1",
+            "99999999999",
         ] {
             let e = stop_signal(&image(Some(s))).unwrap_err();
             assert!(matches!(e, SpecError::InvalidSignal(_)), "{s}: {e}");
             assert!(e.is_invalid_argument());
         }
+    }
+
+    /// Offsets near i32's limits overflowed the addition (a panic with
+    /// overflow checks, as in tests and fuzzing); the inputs fuzzing found,
+    /// and their kin, are refused as invalid signals.
+    #[test]
+    fn rt_offset_overflow() {
+        for s in [
+            "RTMIN+2147483647",
+            "SIGRTMIN+2147483647",
+            "RTMAX--2147483647",
+            "SIGRTMAX--2147483647",
+            "RTMAX--2147483648",
+            "RTMIN+-2147483648",
+            "RTMAX-2147483647",
+            "RTMAX-2147483648",
+            "RTMIN+2147483648",
+            "RTMIN+4294967330",
+            "rtmax-18446744073709551615",
+        ] {
+            let e = parse_signal(s).unwrap_err();
+            assert!(
+                matches!(&e, SpecError::InvalidSignal(r) if r == s),
+                "{s}: {e}"
+            );
+            assert!(e.is_invalid_argument());
+        }
+        // Still valid at both ends of the range.
+        assert_eq!(parse_signal("RTMIN+30").unwrap(), 64);
+        assert_eq!(parse_signal("RTMAX-30").unwrap(), 34);
+        assert_eq!(parse_signal("RTMIN+0").unwrap(), 34);
+        assert_eq!(parse_signal("RTMAX-0").unwrap(), 64);
+    }
+
+    /// The image config fuzzing found, through `stop_signal` as
+    /// CreateContainer reads it.
+    #[test]
+    fn rt_offset_overflow_in_image_config() {
+        let c: ImageConfiguration = serde_json::from_str(
+            r#"{"architecture":"amd64","os":"linux","config":{"StopSignal":"SIGRTMAX--2147483647"},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
+        let e = stop_signal(&c).unwrap_err();
+        assert!(matches!(e, SpecError::InvalidSignal(_)), "{e}");
     }
 }
