@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use berth_containers::State;
-use berth_metrics::cgroup::Usage;
 use berth_metrics::collector::Sample;
 use berth_metrics::http::Endpoint;
 use berth_metrics::procs;
@@ -80,18 +79,6 @@ fn with(mut l: Labels, k: &'static str, v: impl Into<String>) -> Labels {
 }
 
 const NS: f64 = 1e9;
-
-/// A container's CPU request in cores, from its shares (kubelet writes 2
-/// shares for no request).
-fn cpu_request(u: &Usage) -> Option<f64> {
-    let s = u.limits.cpu_shares?;
-    Some(if s <= 2 { 0.0 } else { s as f64 / 1024.0 })
-}
-
-fn cpu_limit(u: &Usage) -> Option<f64> {
-    let (q, p) = u.limits.cpu_quota?;
-    (p > 0).then(|| q as f64 / p as f64)
-}
 
 /// A live container's labels and latest sample.
 struct Live {
@@ -344,13 +331,13 @@ impl Exporter {
                 "container_cpu_request_cores",
                 "CPU a container requested (from its cgroup's CPU shares)",
                 MetricType::Gauge,
-                |s| cpu_request(&s.usage),
+                |s| s.usage.limits.cpu_request_cores(),
             ),
             (
                 "container_cpu_limit_cores",
                 "CPU a container is held to (its CFS quota); absent when unlimited",
                 MetricType::Gauge,
-                |s| cpu_limit(&s.usage),
+                |s| s.usage.limits.cpu_limit_cores(),
             ),
             (
                 "container_memory_limit_bytes",

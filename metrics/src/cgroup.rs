@@ -77,15 +77,16 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The CPU request the shares stand for, in millicores (kubelet:
-    /// shares = millicores * 1024 / 1000, at least 2).
-    pub fn cpu_request_millis(&self) -> Option<u64> {
-        self.cpu_shares.map(|s| s * 1000 / 1024)
+    /// The CPU request the shares stand for, in cores (kubelet writes
+    /// shares = request × 1024, and 2, the minimum, for no request).
+    pub fn cpu_request_cores(&self) -> Option<f64> {
+        let s = self.cpu_shares?;
+        Some(if s <= 2 { 0.0 } else { s as f64 / 1024.0 })
     }
-    /// The CPU limit the quota stands for, in millicores.
-    pub fn cpu_limit_millis(&self) -> Option<u64> {
-        self.cpu_quota
-            .and_then(|(q, p)| (p > 0).then(|| q * 1000 / p))
+    /// The CPU limit the quota stands for, in cores.
+    pub fn cpu_limit_cores(&self) -> Option<f64> {
+        let (q, p) = self.cpu_quota?;
+        (p > 0).then(|| q as f64 / p as f64)
     }
 }
 
@@ -362,9 +363,9 @@ mod tests {
         );
         assert_eq!(u.pids, Some(7));
         assert_eq!(u.limits.cpu_shares, Some(512));
-        assert_eq!(u.limits.cpu_request_millis(), Some(500));
+        assert_eq!(u.limits.cpu_request_cores(), Some(0.5));
         assert_eq!(u.limits.cpu_quota, Some((50_000, 100_000)));
-        assert_eq!(u.limits.cpu_limit_millis(), Some(500));
+        assert_eq!(u.limits.cpu_limit_cores(), Some(0.5));
     }
 
     #[test]
@@ -412,10 +413,12 @@ mod tests {
         }
         .read("");
         assert_eq!(u.memory.unwrap().limit, None);
-        assert_eq!(u.limits.cpu_limit_millis(), Some(500));
+        assert_eq!(u.limits.cpu_limit_cores(), Some(0.5));
         // Runtimes write weight 20 for 512 shares (half a CPU).
         assert_eq!(u.limits.cpu_shares, Some(513));
-        assert_eq!(u.limits.cpu_request_millis(), Some(500));
+        // Within the millicore: 500 millicores when truncated.
+        let millis = u.limits.cpu_request_cores().unwrap() * 1000.0;
+        assert_eq!(millis as u64, 500, "{millis}");
         std::fs::write(d.path().join("cpu.max"), "max 100000\n").unwrap();
         let u = Layout::V2 {
             root: d.path().to_owned(),
@@ -447,6 +450,27 @@ mod tests {
             assert!(back.abs_diff(shares) <= 13, "{shares} came back as {back}");
         }
         assert_eq!(weight_to_shares(1), 2);
+    }
+
+    #[test]
+    fn requests_and_limits_in_cores() {
+        let l = |shares, quota| Limits {
+            cpu_shares: shares,
+            cpu_quota: quota,
+        };
+        assert_eq!(l(Some(512), None).cpu_request_cores(), Some(0.5));
+        assert_eq!(
+            l(Some(2), None).cpu_request_cores(),
+            Some(0.0),
+            "no request"
+        );
+        assert_eq!(l(None, None).cpu_request_cores(), None);
+        assert_eq!(
+            l(None, Some((150_000, 100_000))).cpu_limit_cores(),
+            Some(1.5)
+        );
+        assert_eq!(l(None, Some((1, 0))).cpu_limit_cores(), None);
+        assert_eq!(l(None, None).cpu_limit_cores(), None);
     }
 
     #[test]
