@@ -135,6 +135,28 @@ impl Setup {
         id
     }
 
+    /// Runs a container that the kernel's OOM killer ends at a 32 MiB limit
+    /// (busybox tail keeps a "line" of /dev/zero in memory), waits for it
+    /// and checks it was reported OOMKilled; returns its id.
+    pub async fn run_until_oom_killed(&mut self, name: &str) -> String {
+        let mut cfg = self.config(name, &["tail", "/dev/zero"]);
+        cfg.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 32 * 1024 * 1024,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let id = self
+            .create(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e:?}"));
+        self.start(&id).await;
+        let st = self.wait_exited(&id, Duration::from_secs(30)).await;
+        assert_eq!(st.reason, "OOMKilled", "{st:?}");
+        id
+    }
+
     pub async fn status(&mut self, id: &str) -> ContainerStatus {
         self.c
             .runtime

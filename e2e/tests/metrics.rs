@@ -279,20 +279,7 @@ async fn an_oom_kill_is_counted() {
         return;
     }
     let mut s = scene("metrics-oom").await;
-    // busybox tail keeps a "line" of /dev/zero in memory until the kernel
-    // kills it at the 32 MiB limit.
-    let mut cfg = s.config("hog", &["tail", "/dev/zero"]);
-    cfg.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 32 * 1024 * 1024,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let id = s.create(cfg).await.unwrap();
-    s.start(&id).await;
-    let st = s.wait_exited(&id, Duration::from_secs(30)).await;
-    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    let id = s.run_until_oom_killed("hog").await;
     let text = scrape(&s);
     assert_eq!(
         sample(&text, "berth_container_oom_kills_total", &[]),

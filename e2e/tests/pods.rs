@@ -559,6 +559,21 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The NetworkReady condition of a Status call.
+async fn network_ready(c: &mut CriClient) -> RuntimeCondition {
+    c.runtime
+        .status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap()
+}
+
 #[tokio::test]
 async fn pods_get_addresses_from_the_node_pod_cidr() {
     if !root_or_skip("pods_get_addresses_from_the_node_pod_cidr") {
@@ -568,21 +583,7 @@ async fn pods_get_addresses_from_the_node_pod_cidr() {
     // The node's range: another leased /24, so no test shares it.
     let node = berth_e2e::netns::NetLease::take();
     let mut c = e.d.client().await;
-    let network_ready = |s: StatusResponse| {
-        s.status
-            .unwrap()
-            .conditions
-            .into_iter()
-            .find(|c| c.r#type == "NetworkReady")
-            .unwrap()
-    };
-    let nr = network_ready(
-        c.runtime
-            .status(StatusRequest::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let nr = network_ready(&mut c).await;
     assert!(nr.status && nr.reason == "NoPodCIDR", "{nr:?}");
     // Before kubelet sends it: the network's own subnet.
     let before = run(&mut c, pod_config("early")).await.unwrap();
@@ -598,13 +599,7 @@ async fn pods_get_addresses_from_the_node_pod_cidr() {
         })
         .await
         .unwrap();
-    let nr = network_ready(
-        c.runtime
-            .status(StatusRequest::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let nr = network_ready(&mut c).await;
     assert!(nr.status && nr.reason.is_empty(), "{nr:?}");
     let after = run(&mut c, pod_config("late")).await.unwrap();
     let late_ip = ip(&mut c, &after).await;

@@ -181,18 +181,7 @@ async fn a_prometheus_server_scrapes_berth_evaluates_the_rules_and_the_dashboard
     });
 
     // An OOM kill after Prometheus has seen the counter at 0.
-    let mut cfg = s.config("hog", &["tail", "/dev/zero"]);
-    cfg.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 32 * 1024 * 1024,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let hog = s.create(cfg).await.unwrap();
-    s.start(&hog).await;
-    let st = s.wait_exited(&hog, Duration::from_secs(30)).await;
-    assert_eq!(st.reason, "OOMKilled");
+    let hog = s.run_until_oom_killed("hog").await;
     prom.wait_for("the OOM alert to fire", || {
         prom.value("ALERTS{alertname=\"BerthContainerOOMKilled\",alertstate=\"firing\"}")
             == Some(1.0)
