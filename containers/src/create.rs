@@ -225,6 +225,7 @@ impl Containers {
                     runtime,
                     log_path,
                     stdin: req.config.stdin,
+                    stdin_once: req.config.stdin_once,
                     tty: req.config.tty,
                     memory_cgroup: self.memory_cgroup(&rec.cgroups_path),
                 }),

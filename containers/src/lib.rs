@@ -5,7 +5,7 @@
 //!
 //! One module per operation on the shared `Containers` handle
 //! (`service`): `create`, `start_stop` (and exits), `remove`, `exec`,
-//! `update`, `recover`; beside them the records (`record`), the rootfs
+//! `update`, `recover`, `stream` (streaming exec and attach); beside them the records (`record`), the rootfs
 //! (`rootfs`), the shim client (`shim`), the runtime handlers' sealed
 //! copies (`sealed`) and the config.
 
@@ -23,6 +23,7 @@ pub mod sealed;
 mod service;
 pub mod shim;
 mod start_stop;
+pub mod stream;
 mod update;
 
 pub use config::{Config, Handler};
@@ -32,3 +33,4 @@ pub use exec::ExecOutput;
 pub use record::{ContainerRecord, ImageRef, State};
 pub use remove::Removal;
 pub use service::{ContainerFilter, Containers, Paths};
+pub use stream::{AsyncStdio, AttachSession, ExecControl, ExecSession, Stream, resize};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use berth_process::sealed::SealedExe;
 use berth_shim::proto::{self, Request, Response};
@@ -180,6 +180,29 @@ impl Shims {
         }
     }
 
+    /// A streaming call (Exec, Attach): sends `req` on a new connection and
+    /// reads the first answer line together with the descriptors the shim
+    /// sent with it (SCM_RIGHTS). The connection stays open for the rest
+    /// of the exchange. Error answers become errors, as in [`Self::call`].
+    pub async fn open(
+        &self,
+        pod_id: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Opened, RuntimeError> {
+        let opened = tokio::time::timeout(timeout, open_at(&self.socket(pod_id), req))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+        let opened = opened.map_err(|message| RuntimeError::Shim {
+            pod_id: pod_id.to_owned(),
+            message,
+        })?;
+        match opened.answer {
+            Response::Error { kind, message } => Err(RuntimeError::from_shim(kind, message)),
+            _ => Ok(opened),
+        }
+    }
+
     /// Stops the pod's shim (it kills what still runs) and removes its
     /// directory. A shim that is gone is fine.
     pub async fn shutdown(&self, pod_id: &str) -> Result<(), RuntimeError> {
@@ -202,6 +225,98 @@ impl Shims {
             .remove(pod_id);
         Ok(())
     }
+}
+
+/// An open streaming connection to a shim, after its first answer.
+#[derive(Debug)]
+pub struct Opened {
+    pub stream: UnixStream,
+    pub answer: Response,
+    /// The descriptors that came with the answer, in the order sent;
+    /// close-on-exec.
+    pub fds: Vec<OwnedFd>,
+    /// What was read past the answer's line (the next line, frames).
+    pub rest: Vec<u8>,
+}
+
+/// Longest first answer of a streaming call.
+const MAX_FIRST_LINE: usize = 64 * 1024;
+
+async fn open_at(sock: &Path, req: &Request) -> Result<Opened, String> {
+    let mut stream = UnixStream::connect(sock)
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", sock.display()))?;
+    let mut line = serde_json::to_vec(req).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .await
+        .map_err(|e| format!("sending request: {e}"))?;
+    let mut buf = Vec::new();
+    let mut fds = Vec::new();
+    let mut chunk = vec![0u8; 8192];
+    let end = loop {
+        stream
+            .readable()
+            .await
+            .map_err(|e| format!("reading answer: {e}"))?;
+        let got = stream.try_io(tokio::io::Interest::READABLE, || {
+            recv_with_fds(stream.as_raw_fd(), &mut chunk, &mut fds)
+        });
+        match got {
+            Ok(0) => return Err("closed the connection without answering".to_owned()),
+            Ok(n) => {
+                let start = buf.len();
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(p) = buf[start..].iter().position(|&b| b == b'\n') {
+                    break start + p;
+                }
+                if buf.len() > MAX_FIRST_LINE {
+                    return Err("answer too long".to_owned());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("reading answer: {e}")),
+        }
+    };
+    let rest = buf.split_off(end + 1);
+    let answer =
+        serde_json::from_slice::<Response>(&buf).map_err(|e| format!("bad answer: {e}"))?;
+    Ok(Opened {
+        stream,
+        answer,
+        fds,
+        rest,
+    })
+}
+
+/// One `recvmsg` on a non-blocking socket: bytes into `buf`, descriptors
+/// (SCM_RIGHTS, close-on-exec) appended to `fds`.
+fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let msg = recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )?;
+    let n = msg.bytes;
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS installed these descriptors in this
+            // process for this call; nothing else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(std::io::Error::other("descriptors truncated (MSG_CTRUNC)"));
+    }
+    Ok(n)
 }
 
 /// A shim's answer as berth's result: its Error answers become errors.

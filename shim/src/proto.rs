@@ -15,6 +15,11 @@
 //!   file, rename; see `write_atomic` for why no fsync) when the container's init process is reaped. It
 //!   is removed by `Delete`.
 //!
+//! Exceptions to one-line-each-way: [`Request::Exec`] (the answer carries
+//! descriptors, a second line reports the exit, berthd may send
+//! [`ExecControl`] lines meanwhile) and [`Request::Attach`] (the answer
+//! may carry a descriptor and is followed by binary output frames).
+//!
 //! Starting a shim: `berth-shim --pod-id ID --dir DIR [--log-level LEVEL]`.
 //! The process berthd starts binds the socket, forks the shim proper (own
 //! session, child subreaper, stdio on /dev/null, reparented away from
@@ -67,6 +72,25 @@ pub enum Request {
     /// --pid-file ...`), captures its output and waits for it. Answered
     /// with [`Response::ExecResult`].
     ExecSync(ExecSync),
+    /// Starts a process in the container whose stdio berthd holds (see
+    /// [`Exec`]): answered at once with [`Response::ExecStarted`] carrying
+    /// the descriptors (SCM_RIGHTS), then, on the same connection, with
+    /// [`Response::ExecExited`] when the process has been reaped. Meanwhile
+    /// berthd may write [`ExecControl`] lines on the connection. Closing the
+    /// connection early leaves the process running (the shim drains its
+    /// output and reaps it).
+    Exec(Exec),
+    /// Attaches to a running container's stdio: answered with
+    /// [`Response::Attached`] (with the container's stdin as SCM_RIGHTS
+    /// when asked and kept open), then live output as binary frames (see
+    /// [`FRAME_HEADER`]) until the container exits or berthd closes the
+    /// connection (detach).
+    Attach {
+        id: String,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    },
     /// Closes and reopens the container's log file (log rotation).
     ReopenLog { id: String },
     /// Answered with [`Response::Containers`]: what the shim knows.
@@ -100,6 +124,13 @@ pub struct Create {
     /// Keep the container's stdin pipe open (for a later attach). When
     /// false its stdin is a pipe already at end of file.
     pub stdin: bool,
+    /// With `stdin`: once the first attach that took the container's stdin
+    /// ends, the shim closes its stdin write end (the CRI's `stdin_once`;
+    /// the container sees end of file once berthd closed its copy too). A
+    /// TTY container sees no end of file: its pty master stays open for
+    /// the output.
+    #[serde(default)]
+    pub stdin_once: bool,
     /// The container has a terminal (`process.terminal`): the runtime gets
     /// a console socket and the pty master replaces the stdio pipes; all
     /// output is logged as `stdout`.
@@ -125,6 +156,57 @@ pub struct ExecSync {
     pub max_output: u64,
 }
 
+/// A streaming exec: `<runtime> exec --detach --process FILE --pid-file F
+/// [--tty --console-socket S] ID`; the exec'd process is then a child of
+/// the shim (subreaper), which reaps it and reports its exit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    /// The container to exec in (must be running).
+    pub id: String,
+    /// An OCI `process` JSON file written by berthd; its `terminal` must
+    /// equal `tty`.
+    pub process: PathBuf,
+    /// A pseudo-terminal: its master is the one descriptor sent.
+    pub tty: bool,
+    /// Without a terminal: send the write end of the process's stdin pipe.
+    /// When false the process's stdin is a pipe already at end of file.
+    pub stdin: bool,
+}
+
+/// What berthd may write, one JSON line each, on an [`Request::Exec`]
+/// connection after [`Response::ExecStarted`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ExecControl {
+    /// Sends `signal` to the exec'd process (not to its children). A
+    /// process that already exited is not an error; nothing is answered.
+    Kill { signal: i32 },
+}
+
+/// Which stream a descriptor sent with [`Response::ExecStarted`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamFd {
+    /// The write end of the process's stdin pipe.
+    Stdin,
+    /// The read end of the process's stdout pipe.
+    Stdout,
+    /// The read end of the process's stderr pipe.
+    Stderr,
+    /// The pty master: write for stdin, read for the output (stdout and
+    /// stderr together); EIO when read after the process is gone.
+    Pty,
+}
+
+/// Attach output frames after [`Response::Attached`]: `[stream: u8][length:
+/// u32 big-endian][length bytes]`, stream [`FRAME_STDOUT`] or
+/// [`FRAME_STDERR`] (a TTY container's output is all stdout).
+pub const FRAME_HEADER: usize = 5;
+/// Frame stream byte of stdout.
+pub const FRAME_STDOUT: u8 = 1;
+/// Frame stream byte of stderr.
+pub const FRAME_STDERR: u8 = 2;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
@@ -148,6 +230,29 @@ pub enum Response {
     },
     Containers {
         containers: Vec<ContainerState>,
+    },
+    /// The exec'd process runs. Sent with SCM_RIGHTS carrying one
+    /// descriptor per entry of `fds`, in that order: non-TTY `[stdin]
+    /// (only when asked), stdout, stderr`; TTY `[pty]`. They are
+    /// close-on-exec in berthd once received with `MSG_CMSG_CLOEXEC`, and
+    /// may share `O_NONBLOCK` with the shim's copies (set it anyway).
+    ExecStarted {
+        /// The exec'd process (host pid namespace).
+        pid: u32,
+        fds: Vec<StreamFd>,
+    },
+    /// The exec'd process was reaped; the last line on the connection.
+    ExecExited {
+        /// Exit status; 128 + signal number when killed by a signal.
+        exit_code: i32,
+        signal: Option<i32>,
+    },
+    /// Attached. When `stdin`, one descriptor comes with this line
+    /// (SCM_RIGHTS): a dup of the container's stdin write end, or of its
+    /// pty master when `tty` (write only: the shim reads the output).
+    Attached {
+        tty: bool,
+        stdin: bool,
     },
     Error {
         kind: ErrorKind,
@@ -221,5 +326,56 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         let s = serde_json::to_string(&Response::Ok).unwrap();
         assert_eq!(s, r#"{"result":"ok"}"#);
+    }
+
+    #[test]
+    fn streaming_messages() {
+        let r = Request::Exec(Exec {
+            id: "c1".into(),
+            process: "/b/p.json".into(),
+            tty: false,
+            stdin: true,
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"op":"exec","id":"c1","process":"/b/p.json","tty":false,"stdin":true}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let k: ExecControl = serde_json::from_str(r#"{"op":"kill","signal":9}"#).unwrap();
+        assert_eq!(k, ExecControl::Kill { signal: 9 });
+        let s = serde_json::to_string(&Response::ExecStarted {
+            pid: 7,
+            fds: vec![StreamFd::Stdin, StreamFd::Stdout, StreamFd::Stderr],
+        })
+        .unwrap();
+        assert_eq!(
+            s,
+            r#"{"result":"exec_started","pid":7,"fds":["stdin","stdout","stderr"]}"#
+        );
+        let s = serde_json::to_string(&Response::ExecExited {
+            exit_code: 137,
+            signal: Some(9),
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"result":"exec_exited","exit_code":137,"signal":9}"#);
+        let a: Request = serde_json::from_str(
+            r#"{"op":"attach","id":"c","stdin":true,"stdout":true,"stderr":false}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            a,
+            Request::Attach {
+                stdin: true,
+                stderr: false,
+                ..
+            }
+        ));
+        // An older berthd's Create (no stdin_once) still parses.
+        let c: Create = serde_json::from_str(
+            r#"{"id":"c","bundle":"/b","runtime":{"path":"/r","root":null,"systemd_cgroup":false,"options":[]},"log_path":null,"stdin":true,"memory_cgroup":null}"#,
+        )
+        .unwrap();
+        assert!(c.stdin && !c.stdin_once && !c.tty);
     }
 }

@@ -42,6 +42,12 @@ pub struct Container {
     pub oom_base: u64,
     /// Connections waiting for the exit.
     pub waiters: Vec<u64>,
+    /// Its stdio is a terminal (the pty master is `out[0]`).
+    pub tty: bool,
+    /// Close `stdin` when the first attach that took it ends.
+    pub stdin_once: bool,
+    /// Attach connections, sent the output as it is read.
+    pub attachers: Vec<u64>,
 }
 
 impl Container {
@@ -72,14 +78,16 @@ pub enum Pump {
     Eof,
 }
 
-/// Reads once from `pipe` and writes what was read to `log` as CRI lines
-/// (or drops it without a log).
+/// Reads once from `pipe`, hands what was read to `tee` (attached
+/// clients) and writes it to `log` as CRI lines (or drops it without a
+/// log).
 pub fn pump(
     pipe: &mut OutPipe,
     stream: &str,
     log: Option<&mut LogFile>,
     rbuf: &mut [u8],
     out: &mut Vec<u8>,
+    tee: &mut dyn FnMut(&[u8]),
 ) -> Pump {
     let n = match nix::unistd::read(&pipe.fd, rbuf) {
         Ok(0) => return Pump::Eof,
@@ -88,6 +96,7 @@ pub fn pump(
         Err(Errno::EINTR) => return Pump::Data,
         Err(_) => return Pump::Eof,
     };
+    tee(&rbuf[..n]);
     if let Some(log) = log {
         let ts = crilog::now();
         out.clear();
@@ -139,13 +148,17 @@ impl Shim {
             containers,
             rbuf,
             out,
+            sources,
             ..
         } = self;
         let c = &mut containers[i];
         let Some(pipe) = c.out[stream].as_mut() else {
             return;
         };
-        if pump(pipe, STREAMS[stream], c.log.as_mut(), rbuf, out) == Pump::Eof {
+        let mut tee = |data: &[u8]| super::attach::forward(sources, &c.attachers, stream, data);
+        let pumped = pump(pipe, STREAMS[stream], c.log.as_mut(), rbuf, out, &mut tee);
+        self.flush_attachers(i);
+        if pumped == Pump::Eof {
             self.close_output(i, stream);
         }
     }
@@ -160,12 +173,15 @@ impl Shim {
                     containers,
                     rbuf,
                     out,
+                    sources,
                     ..
                 } = self;
                 let c = &mut containers[i];
                 if let Some(pipe) = c.out[stream].as_mut() {
+                    let mut tee =
+                        |data: &[u8]| super::attach::forward(sources, &c.attachers, stream, data);
                     for _ in 0..DRAIN_READS {
-                        match pump(pipe, name, c.log.as_mut(), rbuf, out) {
+                        match pump(pipe, name, c.log.as_mut(), rbuf, out, &mut tee) {
                             Pump::Data => continue,
                             Pump::Again => break,
                             Pump::Eof => {
@@ -176,6 +192,7 @@ impl Shim {
                     }
                 }
             }
+            self.flush_attachers(i);
             if eof || close_all {
                 self.close_output(i, stream);
             }
@@ -391,6 +408,9 @@ impl Shim {
             memory_cgroup: req.memory_cgroup,
             oom_base,
             waiters: Vec::new(),
+            tty: req.tty,
+            stdin_once: req.stdin && req.stdin_once,
+            attachers: Vec::new(),
         });
         // Its init may have been reaped during the call, before it was
         // known.

@@ -8,10 +8,14 @@
 //! - `crilog`: the CRI log format and log files;
 //! - `reaper`: SIGCHLD, reaping, exit records, OOM detection;
 //! - `runtime`: OCI runtime command lines and bounded synchronous calls;
-//! - `exec`: ExecSync processes.
+//! - `exec`: ExecSync processes;
+//! - `session`: connections that stay open (streaming exec, attach);
+//! - `stream`: streaming exec (stdio handed to berthd);
+//! - `attach`: live output to and stdin from berthd.
 
 #[macro_use]
 pub mod diag;
+pub mod attach;
 pub mod console;
 pub mod container;
 pub mod crilog;
@@ -21,6 +25,8 @@ pub mod poller;
 pub mod reaper;
 pub mod runtime;
 pub mod server;
+pub mod session;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -45,6 +51,7 @@ use diag::Level;
 use exec::Exec;
 use poller::{LISTENER, Poller, SIGNALS};
 use server::Conn;
+use stream::StreamExec;
 
 /// Bytes read from a pipe or socket per wakeup (one shared buffer).
 const READ_BUF: usize = 16 * 1024;
@@ -129,6 +136,11 @@ pub enum Source {
         exec: u64,
         stream: usize,
     },
+    /// A streaming exec's output copy being drained (berthd went away).
+    ExecDrain {
+        exec: u64,
+        idx: usize,
+    },
 }
 
 /// Shutdown in progress: answered once every container is reaped.
@@ -149,6 +161,8 @@ pub struct Shim {
     sources: BTreeMap<u64, Source>,
     containers: Vec<Container>,
     execs: Vec<Exec>,
+    /// Streaming execs.
+    streams: Vec<StreamExec>,
     serial: u64,
     /// Shared read buffer.
     rbuf: Box<[u8]>,
@@ -379,6 +393,7 @@ impl Shim {
             sources: BTreeMap::new(),
             containers: Vec::new(),
             execs: Vec::new(),
+            streams: Vec::new(),
             serial: 0,
             rbuf: vec![0; READ_BUF].into_boxed_slice(),
             out: Vec::new(),
@@ -432,6 +447,7 @@ impl Shim {
                 Some(Source::Conn(_)) => self.conn_event(token, ev),
                 Some(&Source::CtrOut { ctr, stream }) => self.container_output(ctr, stream),
                 Some(&Source::ExecOut { exec, stream }) => self.exec_output(exec, stream),
+                Some(&Source::ExecDrain { exec, idx }) => self.exec_drain(exec, idx),
                 None => {}
             },
         }
@@ -444,8 +460,9 @@ impl Shim {
             _ => None,
         });
         let execs = self.execs.iter().filter_map(|e| e.deadline);
+        let streams = self.streams.iter().filter_map(|e| e.deadline);
         let shut = self.shutdown.as_ref().map(|s| s.deadline);
-        conns.chain(execs).chain(shut).min()
+        conns.chain(execs).chain(streams).chain(shut).min()
     }
 
     fn fire_timers(&mut self, now: Instant) {
@@ -469,6 +486,15 @@ impl Shim {
             .collect();
         for serial in timed_out {
             self.exec_timed_out(serial);
+        }
+        let slow: Vec<u64> = self
+            .streams
+            .iter()
+            .filter(|e| e.deadline.is_some_and(|d| d <= now))
+            .map(|e| e.serial)
+            .collect();
+        for serial in slow {
+            self.stream_start_timed_out(serial);
         }
         if let Some(s) = &self.shutdown
             && s.deadline <= now

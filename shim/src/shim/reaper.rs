@@ -105,10 +105,17 @@ impl Shim {
             self.container_exited(i, raw);
         } else if let Some(i) = self.execs.iter().position(|e| e.runtime_pid == pid) {
             self.exec_exited(i, raw);
+        } else if let Some(i) = self.streams.iter().position(|e| e.pid() == pid) {
+            if self.streams[i].starting() {
+                self.stream_runtime_exited(i, raw);
+            } else {
+                self.stream_process_exited(i, raw);
+            }
         } else {
             diag!(Level::Debug, "reaped {pid} ({:?})", exit_code(raw));
-            if self.sync.is_some() {
-                // Maybe the init of the container being created, not
+            if self.sync.is_some() || self.streams.iter().any(|e| e.starting()) {
+                // Maybe the init of the container being created, or a
+                // process a streaming exec's runtime started, not
                 // recorded yet: kept for `take_orphan`.
                 if self.orphans.len() >= MAX_ORPHANS {
                     self.orphans.remove(0);
@@ -182,8 +189,13 @@ impl Shim {
         c.exit = Some(exit.clone());
         c.stdin = None;
         let waiters = std::mem::take(&mut c.waiters);
+        let attachers = std::mem::take(&mut c.attachers);
         for w in waiters {
             self.respond(w, &Response::Exited(exit.clone()));
+        }
+        // What they were sent is flushed, then they are closed.
+        for a in attachers {
+            self.finish_session(a, None);
         }
         self.check_shutdown();
     }

@@ -11,11 +11,12 @@ use nix::sys::epoll::EpollFlags;
 
 use super::diag::Level;
 use super::runtime::kill;
+use super::session::Session;
 use super::{Shim, Shutdown, Source};
 
 /// A client has this long to send its request line, and to take the
 /// answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest request line.
 const MAX_REQUEST: usize = 1 << 20;
 /// Connections open at once, at most (more are closed at once).
@@ -27,13 +28,13 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 pub struct Conn {
-    stream: UnixStream,
+    pub(super) stream: UnixStream,
     pub deadline: Option<Instant>,
-    state: State,
+    pub(super) state: State,
 }
 
 #[derive(Debug)]
-enum State {
+pub(super) enum State {
     Reading(Vec<u8>),
     /// Request taken; the answer comes later (Wait, ExecSync, Shutdown).
     /// Only hangups are watched.
@@ -42,11 +43,17 @@ enum State {
         buf: Vec<u8>,
         off: usize,
     },
+    /// A streaming session (Exec, Attach) after its first answer.
+    Session(Session),
 }
 
 impl Conn {
     pub fn is_writing(&self) -> bool {
-        matches!(self.state, State::Writing { .. })
+        match &self.state {
+            State::Writing { .. } => true,
+            State::Session(s) => s.is_writing(),
+            _ => false,
+        }
     }
 }
 
@@ -106,6 +113,14 @@ impl Shim {
     }
 
     pub(super) fn conn_event(&mut self, token: u64, ev: EpollFlags) {
+        if let Some(Source::Conn(Conn {
+            state: State::Session(_),
+            ..
+        })) = self.sources.get(&token)
+        {
+            self.session_event(token, ev);
+            return;
+        }
         enum Next {
             Nothing,
             Close,
@@ -167,6 +182,7 @@ impl Shim {
                     }
                 }
                 State::Writing { .. } => Next::Write,
+                State::Session(_) => Next::Nothing,
             }
         };
         match next {
@@ -194,6 +210,10 @@ impl Shim {
         let Some(Source::Conn(conn)) = self.sources.get_mut(&token) else {
             return;
         };
+        if let State::Session(_) = conn.state {
+            self.finish_session(token, Some(resp));
+            return;
+        }
         let mut buf = serde_json::to_vec(resp).unwrap_or_else(|e| {
             format!(r#"{{"result":"error","kind":"io","message":"encoding the answer: {e}"}}"#)
                 .into_bytes()
@@ -235,14 +255,23 @@ impl Shim {
         self.poller.remove(&conn.stream);
         for c in &mut self.containers {
             c.waiters.retain(|&w| w != token);
+            c.attachers.retain(|&a| a != token);
         }
         for e in &mut self.execs {
             if e.conn == Some(token) {
                 e.conn = None;
             }
         }
+        for e in &mut self.streams {
+            if e.conn == Some(token) {
+                e.conn = None;
+            }
+        }
         if let Some(s) = &mut self.shutdown {
             s.conns.retain(|&c| c != token);
+        }
+        if let State::Session(s) = conn.state {
+            self.session_closed(s);
         }
     }
 
@@ -268,6 +297,13 @@ impl Shim {
             Request::Wait { id } => return self.wait(token, &id),
             Request::Delete { id } => self.delete(&id),
             Request::ExecSync(e) => return self.exec_sync(token, e),
+            Request::Exec(e) => return self.exec_stream(token, e),
+            Request::Attach {
+                id,
+                stdin,
+                stdout,
+                stderr,
+            } => return self.attach(token, &id, stdin, [stdout, stderr]),
             Request::ReopenLog { id } => self.reopen_log(&id),
             Request::List => Response::Containers {
                 containers: self.containers.iter().map(|c| c.state()).collect(),
@@ -296,6 +332,9 @@ impl Shim {
         }
         for e in &self.execs {
             let _ = kill(e.runtime_pid, libc::SIGKILL);
+        }
+        for s in &self.streams {
+            let _ = kill(s.pid(), libc::SIGKILL);
         }
         self.shutdown = Some(Shutdown {
             conns: vec![token],

@@ -175,6 +175,7 @@ impl Env {
             runtime: self.runtime(),
             log_path: log.map(Path::to_path_buf),
             stdin: false,
+            stdin_once: false,
             tty: false,
             memory_cgroup: Some(b.memory_cgroup()),
         }
