@@ -24,6 +24,7 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../deploy/config.toml");
 pub struct Config {
     pub daemon: DaemonConfig,
     pub metrics: MetricsConfig,
+    pub streaming: berth_streaming::Config,
     pub pod: berth_pod::Config,
     pub image: berth_image::Config,
     pub cni: berth_cni::Config,
@@ -354,6 +355,9 @@ impl Config {
         self.metrics
             .validate()
             .map_err(|(k, m)| (format!("metrics.{k}"), m))?;
+        self.streaming
+            .validate()
+            .map_err(|(k, m)| (format!("streaming.{k}"), m))?;
         self.cni
             .validate()
             .map_err(|(k, m)| (format!("cni.{k}"), m))?;

@@ -59,6 +59,8 @@ pub enum StartupError {
     },
     #[error("cannot listen: {0}")]
     Listen(#[source] io::Error),
+    #[error("streaming server ([streaming] address and port): {0}")]
+    Streaming(#[source] io::Error),
     #[error("metrics endpoint ([metrics] address): {0}")]
     Metrics(#[source] io::Error),
     #[error("cannot install signal handlers: {0}")]
@@ -171,7 +173,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         .await
         .map_err(StartupError::Containers)?;
     let stats = crate::stats::Stats::new(std::path::Path::new("/sys/fs/cgroup"), &config.metrics);
+    let (streaming, stream_listener) = berth_streaming::bind(&config.streaming)
+        .await
+        .map_err(StartupError::Streaming)?;
     let shared = Arc::new(Shared {
+        streaming,
         images,
         pods,
         containers,
@@ -186,6 +192,11 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
         tracing::warn!(error = %e, "reconciling image leases");
     }
     let sampler = tokio::spawn(crate::service::run_stats(shared.clone()));
+    let stream_server = berth_streaming::serve(
+        stream_listener,
+        Arc::new(crate::streambackend::CriBackend::new(&shared)),
+    );
+    tracing::info!(address = %shared.streaming.addr(), "streaming server listening");
     let metrics = crate::exporter::start(&shared)
         .await
         .map_err(StartupError::Metrics)?;
@@ -256,6 +267,7 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     }
     server.abort();
     sampler.abort();
+    stream_server.abort();
     if let Some((_, task)) = metrics {
         task.abort();
         let _ = std::fs::remove_file(

@@ -19,4 +19,5 @@ pub mod service;
 pub mod settings;
 pub mod socket;
 pub mod stats;
+pub mod streambackend;
 pub mod validate;

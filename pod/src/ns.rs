@@ -159,3 +159,33 @@ pub fn check_sysctl(name: &str, has_net: bool, has_ipc: bool) -> Result<SysctlNs
     }
     Ok(ns)
 }
+
+/// A TCP socket, not yet connected, created inside the network namespace
+/// pinned at `netns` (a socket belongs to the namespace it was made in,
+/// wherever it is used afterwards): for port-forward. Made on a thread of
+/// its own that enters the namespace and ends.
+pub fn tcp_socket_in(netns: &Path, v6: bool) -> std::io::Result<std::net::TcpStream> {
+    let netns = netns.to_owned();
+    std::thread::Builder::new()
+        .name("berth-netns-socket".into())
+        .spawn(move || {
+            let ns = fs::File::open(&netns)?;
+            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            let domain = if v6 {
+                nix::sys::socket::AddressFamily::Inet6
+            } else {
+                nix::sys::socket::AddressFamily::Inet
+            };
+            let fd = nix::sys::socket::socket(
+                domain,
+                nix::sys::socket::SockType::Stream,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC
+                    | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .map_err(std::io::Error::from)?;
+            Ok(std::net::TcpStream::from(fd))
+        })?
+        .join()
+        .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
+}

@@ -9,6 +9,7 @@ mod podmetrics;
 mod runtime;
 mod stats;
 mod status;
+mod streaming;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,6 +40,8 @@ pub struct Shared {
     pub containers: berth_containers::Containers,
     pub stats: crate::stats::Stats,
     pub health: Arc<berth_metrics::health::Health>,
+    /// Issues the URLs of Exec, Attach and PortForward.
+    pub streaming: Arc<berth_streaming::Streaming>,
     pub started_at: SystemTime,
 }
 

@@ -399,26 +399,22 @@ impl RuntimeService for RuntimeSvc {
         }))
     }
 
-    // The capabilities these calls belong to have not landed (streaming,
-    // stats, metrics, checkpoints): kubelet sees UNIMPLEMENTED, never a
-    // fake success.
-
-    async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(error::not_implemented("Exec"))
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        super::streaming::exec(&self.shared, request.into_inner()).map(Response::new)
     }
 
     async fn attach(
         &self,
-        _request: Request<AttachRequest>,
+        request: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        Err(error::not_implemented("Attach"))
+        super::streaming::attach(&self.shared, request.into_inner()).map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _request: Request<PortForwardRequest>,
+        request: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        Err(error::not_implemented("PortForward"))
+        super::streaming::port_forward(&self.shared, request.into_inner()).map(Response::new)
     }
 
     async fn container_stats(
