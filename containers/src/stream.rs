@@ -176,6 +176,27 @@ pub struct AttachSession {
 }
 
 impl AttachSession {
+    /// The client's stdin ended: for a `stdin_once` container whose stdin
+    /// this attach took, the shim closes the container's stdin now
+    /// (output keeps coming). Cancel-safe enough: a line is written whole
+    /// or the connection is gone.
+    pub async fn close_stdin(&mut self) -> Result<(), RuntimeError> {
+        let mut line = serde_json::to_vec(&proto::ExecControl::CloseStdin).map_err(|e| {
+            RuntimeError::Shim {
+                pod_id: self.pod_id.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        line.push(b'\n');
+        self.conn
+            .write_all(&line)
+            .await
+            .map_err(|e| RuntimeError::Shim {
+                pod_id: self.pod_id.clone(),
+                message: format!("attach connection: {e}"),
+            })
+    }
+
     /// The next chunk of live output, None at the end: the container
     /// exited (and everything before was delivered), berthd was too slow
     /// (the shim drops a reader more than 1 MiB behind), or the connection

@@ -69,6 +69,41 @@ impl Control for ExecControl {
     }
 }
 
+/// An attach's stdin: its end (the client closed stdin) is also told to
+/// the shim, which closes a `stdin_once` container's stdin then.
+struct StdinEnd {
+    inner: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    ended: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl tokio::io::AsyncWrite for StdinEnd {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let res = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_shutdown(cx));
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(());
+        }
+        std::task::Poll::Ready(res)
+    }
+}
+
 /// An attach's lifetime: it ends when its output does.
 struct AttachControl {
     done: watch::Receiver<bool>,
@@ -169,6 +204,7 @@ impl Backend for CriBackend {
             .map_err(container_error)?;
         let (done_tx, done_rx) = watch::channel(false);
         let (tx, output) = tokio::sync::mpsc::channel(16);
+        let (stdin_ended_tx, mut stdin_ended) = tokio::sync::oneshot::channel();
         let (stdin_w, resize) = match a.stdin.take() {
             Some(fd) if a.tty => {
                 let w = writer(fd.try_clone().map_err(|e| {
@@ -176,11 +212,33 @@ impl Backend for CriBackend {
                 })?)?;
                 (Some(w), Some(resizer(fd)))
             }
-            Some(fd) => (Some(writer(fd)?), None),
+            Some(fd) => (
+                Some(Box::new(StdinEnd {
+                    inner: writer(fd)?,
+                    ended: Some(stdin_ended_tx),
+                })
+                    as Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
+                None,
+            ),
             None => (None, None),
         };
         tokio::spawn(async move {
-            while let Some((stream, data)) = a.next_output().await {
+            let mut stdin_seen = false;
+            loop {
+                let next = tokio::select! {
+                    next = a.next_output() => next,
+                    ended = &mut stdin_ended, if !stdin_seen => {
+                        stdin_seen = true;
+                        // stdin_once containers close their stdin now.
+                        if ended.is_ok()
+                            && let Err(e) = a.close_stdin().await
+                        {
+                            tracing::debug!(error = %e, "streaming: attach stdin end");
+                        }
+                        continue;
+                    }
+                };
+                let Some((stream, data)) = next else { break };
                 let stream = match stream {
                     berth_containers::stream::Stream::Stdout => {
                         berth_streaming::backend::OutputStream::Stdout

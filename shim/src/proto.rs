@@ -174,13 +174,19 @@ pub struct Exec {
 }
 
 /// What berthd may write, one JSON line each, on an [`Request::Exec`]
-/// connection after [`Response::ExecStarted`].
+/// connection after [`Response::ExecStarted`], or on an
+/// [`Request::Attach`] connection after [`Response::Attached`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ExecControl {
-    /// Sends `signal` to the exec'd process (not to its children). A
-    /// process that already exited is not an error; nothing is answered.
+    /// Exec: sends `signal` to the exec'd process (not to its children).
+    /// A process that already exited is not an error; nothing is
+    /// answered.
     Kill { signal: i32 },
+    /// Attach: the client's stdin ended. For a `stdin_once` container
+    /// whose stdin this attach took, the container's stdin is closed now
+    /// (as when the attach ends); output keeps coming.
+    CloseStdin,
 }
 
 /// Which stream a descriptor sent with [`Response::ExecStarted`] is.

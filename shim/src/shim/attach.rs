@@ -92,8 +92,9 @@ impl Shim {
         }
     }
 
-    /// An attach connection ended (detach, or closed by the shim). With
-    /// `stdin_once`, the first that took stdin closes it for good.
+    /// An attach connection ended (detach, or closed by the shim), or its
+    /// client's stdin did. With `stdin_once`, the first that took stdin
+    /// closes it for good.
     pub(super) fn detached(&mut self, ctr: u64, took_stdin: bool) {
         let Some(c) = self.containers.iter_mut().find(|c| c.serial == ctr) else {
             return;

@@ -259,10 +259,18 @@ impl Shim {
             };
             read_controls(&mut conn.stream, s, rbuf)
         };
-        if let Some(Kind::Exec { exec }) = self.session_mut(token).map(|s| s.kind) {
-            for c in input.controls {
-                self.exec_control(exec, c);
+        match self.session_mut(token).map(|s| s.kind) {
+            Some(Kind::Exec { exec }) => {
+                for c in input.controls {
+                    self.exec_control(exec, c);
+                }
             }
+            Some(Kind::Attach {
+                ctr, took_stdin, ..
+            }) if input.controls.contains(&ExecControl::CloseStdin) => {
+                self.detached(ctr, took_stdin);
+            }
+            _ => {}
         }
         if input.gone {
             self.close_conn(token);
@@ -281,9 +289,8 @@ impl Shim {
     }
 }
 
-/// Reads what berthd wrote: complete control lines (exec sessions; an
-/// attach session's input is dropped), or Gone at end of file, on an
-/// error, or on a line too long or malformed.
+/// Reads what berthd wrote: complete control lines, or Gone at end of
+/// file, on an error, or on a line too long or malformed.
 fn read_controls(stream: &mut UnixStream, s: &mut Session, rbuf: &mut [u8]) -> Input {
     let mut controls = Vec::new();
     let gone = |controls| Input {
@@ -294,9 +301,6 @@ fn read_controls(stream: &mut UnixStream, s: &mut Session, rbuf: &mut [u8]) -> I
         match stream.read(rbuf) {
             Ok(0) => return gone(controls),
             Ok(n) => {
-                if matches!(s.kind, Kind::Attach { .. }) {
-                    continue;
-                }
                 s.input.extend_from_slice(&rbuf[..n]);
                 while let Some(p) = s.input.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = s.input.drain(..=p).collect();
@@ -307,7 +311,7 @@ fn read_controls(stream: &mut UnixStream, s: &mut Session, rbuf: &mut [u8]) -> I
                     match serde_json::from_slice::<ExecControl>(line) {
                         Ok(c) => controls.push(c),
                         Err(e) => {
-                            diag!(Level::Warn, "bad exec control line: {e}");
+                            diag!(Level::Warn, "bad session control line: {e}");
                             return gone(controls);
                         }
                     }

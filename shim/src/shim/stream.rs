@@ -495,6 +495,8 @@ impl Shim {
                     Err(err) => diag!(Level::Warn, "exec {serial}: kill {pid}: {err}"),
                 }
             }
+            // An exec's stdin is berthd's own descriptor: it closes it.
+            ExecControl::CloseStdin => {}
         }
     }
 
