@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::backend::TerminalSize;
+pub use crate::backend::TerminalSize;
 
 /// Which upgrade a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -215,7 +215,10 @@ pub async fn remote_command_ws(
         .is_some_and(|p| p.as_bytes() == b"v5.channel.k8s.io");
     let (mut sink, mut stream) = ws.split();
     let (tx, mut rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
+    // Every task of the session dies with it (a dropped client future
+    // closes the connection, as a killed kubectl would).
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
         while let Some(m) = rx.recv().await {
             if sink.send(m).await.is_err() {
                 break;
@@ -223,10 +226,9 @@ pub async fn remote_command_ws(
         }
         let _ = sink.close().await;
     });
-    let mut tasks = Vec::new();
     if let (true, Some(mut stdin)) = (opts.stdin, local.stdin.take()) {
         let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut buf = vec![0u8; 32 * 1024];
             loop {
                 let n = match stdin.read(&mut buf).await {
@@ -245,11 +247,11 @@ pub async fn remote_command_ws(
                     .send(Message::Binary(Bytes::from_static(&[255, 0])))
                     .await;
             }
-        }));
+        });
     }
     if let (true, Some(mut sizes)) = (opts.tty, local.resize.take()) {
         let tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(s) = sizes.recv().await {
                 let mut m = vec![4u8];
                 m.extend_from_slice(&size_json(s));
@@ -257,7 +259,7 @@ pub async fn remote_command_ws(
                     return;
                 }
             }
-        }));
+        });
     }
     let mut status = Vec::new();
     while let Some(msg) = stream.next().await {
@@ -293,11 +295,8 @@ pub async fn remote_command_ws(
     }
     local.stdout.flush().await?;
     local.stderr.flush().await?;
-    for t in tasks {
-        t.abort();
-    }
     drop(tx);
-    writer.abort();
+    tasks.abort_all();
     exit_code_of(&status)
 }
 
@@ -357,26 +356,26 @@ pub async fn remote_command_spdy(
     let stdout = open("stdout", opts.stdout).await?;
     let stderr = open("stderr", opts.stderr && !opts.tty).await?;
     let resize = open("resize", opts.tty).await?;
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(s) = stdin {
         let (_, mut to) = s.into_split();
         let from = local.stdin.take();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Some(mut from) = from {
                 let _ = tokio::io::copy(&mut from, &mut to).await;
             }
             let _ = to.shutdown().await;
-        }));
+        });
     }
     if let (Some(s), Some(mut sizes)) = (resize, local.resize.take()) {
         let (_, mut to) = s.into_split();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(size) = sizes.recv().await {
                 if to.write_all(&size_json(size)).await.is_err() {
                     return;
                 }
             }
-        }));
+        });
     }
     let mut status = Vec::new();
     let read_status = async {
@@ -391,9 +390,7 @@ pub async fn remote_command_spdy(
         drain_to(stderr, &mut *local.stderr),
         read_status
     );
-    for t in tasks {
-        t.abort();
-    }
+    tasks.abort_all();
     session.close();
     out?;
     err?;

@@ -4,31 +4,48 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::backend::Backend;
+use crate::remotecommand::Activity;
+
+/// How long the client's direction may go on after the pod closed its
+/// side (containerd waits as long): a client that never half-closes, as
+/// over the WebSocket channel protocol, must not keep the forward open.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Copies both ways between the client's data stream and the pod's
-/// connection until both directions ended; each side's end of file is
-/// passed on as a half close. A reset on either side ends only this
-/// connection.
-pub async fn splice<R, W>(client_rd: R, client_wr: W, tcp: tokio::net::TcpStream)
-where
+/// connection. The client's end of file is passed on as a half close and
+/// the pod's answer still flows; the pod's end of file ends the forward
+/// (after a short grace for the client's side). A reset on either side
+/// ends only this connection.
+pub async fn splice<R, W>(
+    client_rd: R,
+    client_wr: W,
+    tcp: tokio::net::TcpStream,
+    activity: &Activity,
+) where
     R: AsyncRead + Send + Unpin,
     W: AsyncWrite + Send + Unpin,
 {
     let (mut tcp_rd, mut tcp_wr) = tcp.into_split();
     let up = async move {
         let mut client_rd = client_rd;
-        let _ = copy(&mut client_rd, &mut tcp_wr).await;
+        let _ = copy(&mut client_rd, &mut tcp_wr, activity).await;
         let _ = tcp_wr.shutdown().await;
     };
     let down = async move {
         let mut client_wr = client_wr;
-        let _ = copy(&mut tcp_rd, &mut client_wr).await;
+        let _ = copy(&mut tcp_rd, &mut client_wr, activity).await;
         let _ = client_wr.shutdown().await;
     };
-    tokio::join!(up, down);
+    tokio::pin!(up, down);
+    tokio::select! {
+        () = &mut down => {
+            let _ = tokio::time::timeout(GRACE, &mut up).await;
+        }
+        () = &mut up => down.await,
+    }
 }
 
-async fn copy<R, W>(from: &mut R, to: &mut W) -> std::io::Result<u64>
+async fn copy<R, W>(from: &mut R, to: &mut W, activity: &Activity) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin + ?Sized,
     W: AsyncWrite + Unpin + ?Sized,
@@ -40,6 +57,7 @@ where
         if n == 0 {
             return Ok(total);
         }
+        activity.touch();
         to.write_all(buf.get(..n).unwrap_or_default()).await?;
         to.flush().await?;
         total += n as u64;
@@ -60,6 +78,7 @@ pub async fn forward<B, R, W, E>(
     data_rd: R,
     mut data_wr: W,
     mut error: E,
+    activity: &Activity,
 ) where
     B: Backend,
     R: AsyncRead + Send + Unpin,
@@ -67,7 +86,7 @@ pub async fn forward<B, R, W, E>(
     E: AsyncWrite + Send + Unpin,
 {
     match backend.connect(pod_id, port).await {
-        Ok(tcp) => splice(data_rd, data_wr, tcp).await,
+        Ok(tcp) => splice(data_rd, data_wr, tcp, activity).await,
         Err(e) => {
             tracing::debug!(pod_id, port, error = %e, "streaming: port-forward connect failed");
             let _ = error

@@ -67,7 +67,7 @@ type Slot = Arc<tokio::sync::OwnedSemaphorePermit>;
 pub(crate) struct Server<B> {
     streaming: Arc<Streaming>,
     pub(crate) backend: Arc<B>,
-    idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 /// A bound, not yet serving, streaming server.
@@ -75,7 +75,7 @@ pub(crate) struct Server<B> {
 pub struct Bound {
     listener: TcpListener,
     streaming: Arc<Streaming>,
-    idle: Duration,
+    pub(crate) idle: Duration,
     max_sessions: usize,
 }
 
@@ -381,6 +381,8 @@ impl<B: Backend> Server<B> {
                 }
                 let inbound: Vec<u8> = (0..ports.len()).map(|i| (2 * i) as u8).collect();
                 let mut ch = ws::open(ws, proto, &inbound, first);
+                let activity = crate::remotecommand::Activity::default();
+                activity.touch();
                 let mut forwards = Vec::new();
                 for (i, port) in ports.into_iter().enumerate() {
                     let data = (2 * i) as u8;
@@ -390,8 +392,12 @@ impl<B: Backend> Server<B> {
                     let (wr, err) = (ch.writer(data), ch.writer(data + 1));
                     let backend = self.backend.clone();
                     let pod_id = pod_id.clone();
+                    let activity = activity.clone();
                     forwards.push(async move {
-                        crate::portforward::forward(&*backend, &pod_id, port, rd, wr, err).await;
+                        crate::portforward::forward(
+                            &*backend, &pod_id, port, rd, wr, err, &activity,
+                        )
+                        .await;
                     });
                 }
                 let gone = ch.gone();
@@ -399,6 +405,9 @@ impl<B: Backend> Server<B> {
                 tokio::select! {
                     _ = futures_util::future::join_all(forwards) => {}
                     () = gone => {}
+                    () = activity.idle(self.idle) => {
+                        tracing::debug!(%pod_id, "streaming: idle port-forward session closed");
+                    }
                 }
             }
             exec_or_attach => {

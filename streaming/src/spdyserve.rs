@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::backend::Backend;
-use crate::remotecommand::{StatusFormat, Wiring};
+use crate::remotecommand::{Activity, StatusFormat, Wiring};
 use crate::server::{Server, flags};
 use crate::spdy::{self, RstStatus, Stream};
 use crate::tokens::StreamRequest;
@@ -123,6 +123,8 @@ impl<B: Backend> Server<B> {
     }
 
     async fn spdy_port_forward(&self, incoming: &mut spdy::Incoming, pod_id: &str) {
+        let activity = Activity::default();
+        activity.touch();
         // Streams of a connection whose partner has not come yet, by
         // request id: (error, data).
         let mut pending: HashMap<String, (Option<Stream>, Option<Stream>)> = HashMap::new();
@@ -134,7 +136,12 @@ impl<B: Backend> Server<B> {
                     None => break,
                 },
                 Some(_) = forwards.join_next(), if !forwards.is_empty() => continue,
+                () = activity.idle(self.idle) => {
+                    tracing::debug!(pod_id, "streaming: idle port-forward session closed");
+                    break;
+                }
             };
+            activity.touch();
             let kind = stream_type(&s);
             let id = s.id();
             let request_id = match s.headers().get("requestid") {
@@ -164,13 +171,14 @@ impl<B: Backend> Server<B> {
                     .filter(|p| *p != 0);
                 let backend = self.backend.clone();
                 let pod_id = pod_id.to_owned();
+                let activity = activity.clone();
                 forwards.spawn(async move {
                     let (_, err_wr) = err.into_split();
                     let (data_rd, data_wr) = data.into_split();
                     match port {
                         Some(port) => {
                             crate::portforward::forward(
-                                &*backend, &pod_id, port, data_rd, data_wr, err_wr,
+                                &*backend, &pod_id, port, data_rd, data_wr, err_wr, &activity,
                             )
                             .await;
                         }

@@ -324,14 +324,16 @@ where
                     }
                 }
                 Inbound::Data(c, data) => match feeds.iter_mut().find(|(n, _)| *n == c) {
-                    Some((_, Some(f))) => {
-                        // A reader that went away is not the client's
-                        // fault: its data is dropped.
-                        if f.write_all(&data).await.is_err() {
-                            feeds.retain(|(n, _)| *n != c);
+                    Some((_, slot)) => {
+                        // A reader that went away (or a channel the client
+                        // closed) is not the client's fault: its data is
+                        // dropped, now and later.
+                        if let Some(f) = slot
+                            && f.write_all(&data).await.is_err()
+                        {
+                            *slot = None;
                         }
                     }
-                    Some((_, None)) => {}
                     None => {
                         let why =
                             format!("message on channel {c}, which this session does not read");

@@ -110,12 +110,12 @@ impl Backend for Host {
 }
 
 async fn server() -> (Arc<Streaming>, Arc<AtomicI32>) {
+    server_with(Config::default()).await
+}
+
+async fn server_with(config: Config) -> (Arc<Streaming>, Arc<AtomicI32>) {
     let host = Host::default();
     let pids = host.last_pid.clone();
-    let config = Config {
-        port: 0,
-        ..Config::default()
-    };
     let (streaming, bound) = berth_streaming::bind(&config).await.unwrap();
     berth_streaming::serve(bound, Arc::new(host));
     (streaming, pids)
@@ -436,5 +436,32 @@ async fn port_forward_carries_concurrent_connections_and_reports_closed_ports() 
         rd.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"still up", "{t:?}");
         pf.close();
+    }
+}
+
+#[tokio::test]
+async fn idle_port_forward_sessions_are_closed() {
+    let (s, _) = server_with(Config {
+        idle_timeout: Duration::from_secs(1),
+        ..Config::default()
+    })
+    .await;
+    let (port, _echo) = echo_server().await;
+    for t in BOTH {
+        let url = s
+            .url(StreamRequest::PortForward {
+                pod_id: "p".into(),
+                ports: vec![port],
+            })
+            .unwrap();
+        let pf = client::PortForwarder::connect(&url, t).await.unwrap();
+        // In use: not idle.
+        let (data, _err) = pf.open(port).await.unwrap();
+        drop(data);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(
+            pf.open(port).await.is_err(),
+            "{t:?}: an idle session stayed open"
+        );
     }
 }

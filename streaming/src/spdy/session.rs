@@ -1275,6 +1275,10 @@ struct Reader {
     closed: watch::Receiver<bool>,
 }
 
+/// How long a closed session keeps reading what the peer still sends,
+/// waiting for it to close its side.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
 async fn reader_task<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd: R) {
     let mut reader = Reader {
         headers: HeaderDecoder::new(shared.limits.max_header_block),
@@ -1314,7 +1318,20 @@ async fn reader_task<R: AsyncRead + Unpin>(shared: Arc<Shared>, mut rd: R) {
         }
     };
     match stop {
-        Stop::Closed => {}
+        Stop::Closed => {
+            // Read (and drop) what the peer still sends until it closes
+            // too: a socket closed with unread input is reset, and a reset
+            // can destroy the last data we sent before the peer reads it.
+            let mut scratch = [0u8; 4096];
+            let _ = tokio::time::timeout(CLOSE_LINGER, async {
+                while let Ok(n) = rd.read(&mut scratch).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         Stop::Eof => shared.fail(None, None),
         Stop::Fatal(SessionError::Io(e), _) => shared.fail(Some(&SessionError::Io(e)), None),
         Stop::Fatal(err, status) => {
