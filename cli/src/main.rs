@@ -25,7 +25,7 @@ struct Cli {
     /// crictl-style config file read for runtime-endpoint and timeout.
     #[arg(long, global = true, value_name = "PATH", default_value = CRICTL_CONFIG)]
     config: std::path::PathBuf,
-    /// Seconds to wait for the connection [default: crictl config timeout, else 2]; for stop and exec-sync, their own timeout.
+    /// Seconds to wait for the connection [default: crictl config timeout, else 2]; for stop, exec-sync and exec --sync, their own timeout (-t is --tty for exec and attach).
     #[arg(long, short = 't', global = true, value_name = "SECONDS")]
     timeout: Option<u64>,
     /// Output format for data.
@@ -183,6 +183,60 @@ enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Run a command in a running container with its input and output streamed (crictl exec); exits with its exit code.
+    Exec {
+        /// Pass stdin to the command.
+        #[arg(long, short)]
+        interactive: bool,
+        /// Allocate a terminal (stderr then comes on stdout); with -i and a local terminal, it is put in raw mode.
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Run the command with ExecSync (as `exec-sync`) instead of streaming.
+        #[arg(long, short, conflicts_with_all = ["interactive", "tty", "transport"])]
+        sync: bool,
+        /// With --sync: seconds before the command is killed, 0 for no limit (here not the connection timeout).
+        #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+        timeout: u64,
+        /// Protocol to the streaming server.
+        #[arg(long, value_enum, default_value = "spdy")]
+        transport: commands::stream::TransportArg,
+        /// The container (id or unique id prefix).
+        container: String,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Attach to a running container's stdout and stderr (and stdin with -i) until they end or Ctrl-C.
+    Attach {
+        /// Pass stdin to the container (it must have been created with stdin).
+        #[arg(long, short)]
+        interactive: bool,
+        /// The container has a terminal; with -i and a local terminal, it is put in raw mode.
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Seconds to wait for the connection (the global --timeout; -t is --tty here).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Protocol to the streaming server.
+        #[arg(long, value_enum, default_value = "spdy")]
+        transport: commands::stream::TransportArg,
+        /// The container (id or unique id prefix).
+        container: String,
+    },
+    /// Forward local ports to a pod's ports until Ctrl-C (LOCAL:REMOTE, PORT for the same port, :REMOTE for a free one).
+    PortForward {
+        /// Local addresses to listen on (repeatable or comma-separated; IPs or localhost).
+        #[arg(long, value_delimiter = ',', default_value = "127.0.0.1", value_parser = commands::stream::parse_address)]
+        address: Vec<std::net::IpAddr>,
+        /// Protocol to the streaming server.
+        #[arg(long, value_enum, default_value = "spdy")]
+        transport: commands::stream::TransportArg,
+        /// The pod sandbox (id or unique id prefix).
+        pod: String,
+        /// Ports: LOCAL:REMOTE, PORT (the same locally), :REMOTE (a free local port).
+        #[arg(required = true, value_name = "[LOCAL:]REMOTE", value_parser = commands::stream::parse_port_spec)]
+        ports: Vec<commands::stream::PortSpec>,
+    },
     /// Run a pod sandbox and a container in it (runp, create, start); prints the container id.
     Run {
         /// Container config.
@@ -257,7 +311,7 @@ async fn run(cli: Cli) -> Result<Outcome, String> {
         .await
         .map_err(|e| format!("{e}; is berthd running?"))?;
     let fmt = cli.output;
-    use commands::{container, image, pod, runtime, stats};
+    use commands::{container, image, pod, runtime, stats, stream};
     let out = match cli.command {
         Command::Version => runtime::version(&mut c, fmt).await,
         Command::Info => runtime::info(&mut c, fmt).await,
@@ -335,6 +389,48 @@ async fn run(cli: Cli) -> Result<Outcome, String> {
             container: id,
             cmd,
         } => return container::exec_sync(&mut c, &id, &cmd, secs(timeout)).await,
+        Command::Exec {
+            sync: true,
+            timeout,
+            container: id,
+            cmd,
+            ..
+        } => return container::exec_sync(&mut c, &id, &cmd, secs(timeout)).await,
+        Command::Exec {
+            interactive,
+            tty,
+            transport,
+            container: id,
+            cmd,
+            ..
+        } => {
+            let o = stream::StreamOptions {
+                stdin: interactive,
+                tty,
+                transport: transport.into(),
+            };
+            return stream::exec(&mut c, &id, &cmd, o).await;
+        }
+        Command::Attach {
+            interactive,
+            tty,
+            transport,
+            container: id,
+            ..
+        } => {
+            let o = stream::StreamOptions {
+                stdin: interactive,
+                tty,
+                transport: transport.into(),
+            };
+            return stream::attach(&mut c, &id, o).await;
+        }
+        Command::PortForward {
+            address,
+            transport,
+            pod,
+            ports,
+        } => return stream::port_forward(&c, &pod, &address, &ports, transport.into()).await,
         Command::Run {
             config,
             pod_config,
@@ -379,7 +475,7 @@ fn completion(shell: clap_complete::Shell) -> String {
 /// `--timeout` to the global one of the same name, and back).
 fn connect_timeout(cli: &Cli) -> Option<u64> {
     match cli.command {
-        Command::Stop { .. } | Command::ExecSync { .. } => None,
+        Command::Stop { .. } | Command::ExecSync { .. } | Command::Exec { .. } => None,
         _ => cli.timeout,
     }
 }
@@ -406,7 +502,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let res = rt.block_on(run(cli));
+    // A read of stdin (`exec -i`) may still hold a blocking thread: the
+    // runtime must not wait for it.
+    rt.shutdown_background();
+    match res {
         Ok(Outcome { out, code }) => {
             print!("{out}");
             ExitCode::from(code)
@@ -480,10 +580,111 @@ mod tests {
     fn completions_name_the_commands() {
         let bash = completion(clap_complete::Shell::Bash);
         assert!(bash.contains("_berth()"), "{bash}");
-        for cmd in ["runp", "exec-sync", "stats", "top"] {
+        for cmd in [
+            "runp",
+            "exec-sync",
+            "exec",
+            "attach",
+            "port-forward",
+            "stats",
+            "top",
+        ] {
             assert!(bash.contains(cmd), "{cmd} missing");
         }
         assert!(completion(clap_complete::Shell::Zsh).starts_with("#compdef berth"));
+    }
+
+    /// crictl's exec and attach flags: there `-t` is --tty, not the
+    /// connection timeout; `-s`/`--sync` is exec-sync, with its --timeout.
+    #[test]
+    fn exec_attach_and_port_forward_flags_parse() {
+        use commands::stream::{PortSpec, TransportArg};
+        let cli = parse(&["exec", "-it", "c1", "--", "sh", "-c", "exit 3"]);
+        let Command::Exec {
+            interactive,
+            tty,
+            sync,
+            transport,
+            ref container,
+            ref cmd,
+            ..
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert!(interactive && tty && !sync);
+        assert_eq!(transport, TransportArg::Spdy);
+        assert_eq!(container, "c1");
+        assert_eq!(cmd, &["sh", "-c", "exit 3"]);
+        assert_eq!(connect_timeout(&cli), None);
+        let cli = parse(&["exec", "--transport", "websocket", "-t", "c1", "ls", "-t"]);
+        assert!(matches!(
+            cli.command,
+            Command::Exec { tty: true, interactive: false, transport: TransportArg::Websocket, ref cmd, .. } if cmd == &["ls", "-t"]
+        ));
+        let cli = parse(&["exec", "-s", "--timeout", "7", "c1", "true"]);
+        assert!(matches!(
+            cli.command,
+            Command::Exec {
+                sync: true,
+                timeout: 7,
+                ..
+            }
+        ));
+        assert_eq!(connect_timeout(&cli), None);
+        assert!(Cli::try_parse_from(["berth", "exec", "-s", "-t", "c1", "true"]).is_err());
+        assert!(Cli::try_parse_from(["berth", "exec", "c1"]).is_err());
+        // Before the verb, -t is still the connection timeout.
+        let cli = parse(&["-t", "5", "attach", "-i", "-t", "c1"]);
+        assert!(matches!(
+            cli.command,
+            Command::Attach {
+                interactive: true,
+                tty: true,
+                ..
+            }
+        ));
+        assert_eq!(connect_timeout(&cli), Some(5));
+        let cli = parse(&["attach", "--timeout", "4", "c1"]);
+        assert!(matches!(cli.command, Command::Attach { tty: false, .. }));
+        assert_eq!(connect_timeout(&cli), Some(4));
+        assert_eq!(connect_timeout(&parse(&["attach", "c1"])), None);
+
+        let cli = parse(&["port-forward", "p1", "8080", ":80", "5000:6000"]);
+        let Command::PortForward {
+            ref address,
+            transport,
+            ref pod,
+            ref ports,
+        } = cli.command
+        else {
+            panic!()
+        };
+        assert_eq!(address, &[std::net::IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!((transport, pod.as_str()), (TransportArg::Spdy, "p1"));
+        assert_eq!(
+            ports,
+            &[
+                PortSpec {
+                    local: 8080,
+                    remote: 8080
+                },
+                PortSpec {
+                    local: 0,
+                    remote: 80
+                },
+                PortSpec {
+                    local: 5000,
+                    remote: 6000
+                },
+            ]
+        );
+        let cli = parse(&["port-forward", "--address", "localhost,::1", "p1", "80"]);
+        assert!(
+            matches!(cli.command, Command::PortForward { ref address, .. } if address.len() == 2)
+        );
+        assert!(Cli::try_parse_from(["berth", "port-forward", "p1"]).is_err());
+        assert!(Cli::try_parse_from(["berth", "port-forward", "p1", "80:0"]).is_err());
     }
 
     #[test]

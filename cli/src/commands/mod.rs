@@ -5,6 +5,7 @@ pub mod image;
 pub mod pod;
 pub mod runtime;
 pub mod stats;
+pub mod stream;
 
 /// A gRPC error as one line.
 pub fn status_msg(s: tonic::Status) -> String {
