@@ -698,3 +698,103 @@ async fn bad_streaming_requests_are_refused_and_streams_never_block_stop() {
     s.remove(&created).await;
     s.finish().await;
 }
+
+/// A flood of connections cannot exhaust berthd's descriptors: at most
+/// `max_sessions` are taken in, the rest wait in the listen backlog (or,
+/// past it, in the clients' SYN retries); once they go, streaming works.
+#[tokio::test]
+async fn a_connection_flood_is_bounded_by_max_sessions() {
+    if !root_or_skip("a_connection_flood_is_bounded_by_max_sessions") {
+        return;
+    }
+    let mut s = berth_e2e::setup::setup_with("strflood", "berth", fixture::busybox(), |b| {
+        b.config("streaming", "max_sessions", "8")
+    })
+    .await;
+    let id = s.run("c", &["sleep", "3600"]).await;
+    let url = exec_url(&mut s, &id, &["true"], false, false).await;
+    let (host, _) = client::split_url(&url).unwrap();
+    let berthd = s.e.d.pid().as_raw();
+    let before = fd_count(berthd);
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let host = host.clone();
+        attempts.spawn(async move {
+            tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(host))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        });
+    }
+    let mut flood = Vec::new();
+    while let Some(r) = attempts.join_next().await {
+        flood.extend(r.unwrap());
+    }
+    assert!(
+        flood.len() >= 100,
+        "only {} connections got through",
+        flood.len()
+    );
+    let during = fd_count(berthd);
+    assert!(
+        during <= before + 8 + 2,
+        "{} connections took {} descriptors in berthd (max_sessions 8)",
+        flood.len(),
+        during.saturating_sub(before)
+    );
+    drop(flood);
+    // The slots come back (closed connections end at once).
+    let url = exec_url(&mut s, &id, &["echo", "ok"], false, false).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(&url, Transport::Spdy, None, false, None),
+    )
+    .await
+    .expect("streaming did not recover after the flood");
+    assert_eq!((r.code.unwrap(), r.out), (0, b"ok\n".to_vec()));
+    s.finish().await;
+}
+
+/// A berthd restart ends the streams it served, not the processes: an
+/// exec'd process keeps running (the shim drains its output) and can be
+/// found and ended afterwards.
+#[tokio::test]
+async fn an_exec_survives_a_berthd_restart() {
+    if !root_or_skip("an_exec_survives_a_berthd_restart") {
+        return;
+    }
+    let mut s = setup("strrestart", "berth", fixture::busybox()).await;
+    let id = s.run("c", &["sleep", "3600"]).await;
+    let url = exec_url(
+        &mut s,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "while true; do echo survivor-loop; sleep 0.05; done",
+        ],
+        false,
+        false,
+    )
+    .await;
+    let l = live(url, Transport::Spdy, false, false);
+    wait_for(&l.out, "survivor-loop", "the exec").await;
+    s.e.d.kill9();
+    let ended = tokio::time::timeout(Duration::from_secs(10), l.done)
+        .await
+        .expect("the client did not notice berthd going");
+    assert!(ended.unwrap().is_err(), "no exit status without berthd");
+    s.restart().await;
+    // Still running, and writing (its pipe is drained, not full).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(procs(&mut s, &id, "survivor-loop").await, 1);
+    let (_, a) = s
+        .sh(
+            &id,
+            "cat /proc/$(pgrep -f survivor-loop | head -1)/stat | cut -d' ' -f3",
+        )
+        .await;
+    assert_ne!(a, "T", "stopped");
+    s.sh(&id, "pkill -f survivor-loop; true").await;
+    s.finish().await;
+}

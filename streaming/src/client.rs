@@ -146,10 +146,14 @@ impl std::fmt::Debug for LocalIo {
 }
 
 /// The exit status a status report names: 0 for success, the code of a
-/// `NonZeroExitCode`, an error for anything else.
+/// `NonZeroExitCode`, an error for anything else. The protocols this
+/// client asks for (v4, v5) always end with a report: none means the
+/// connection was lost before the command ended.
 pub fn exit_code_of(status: &[u8]) -> Result<i32, ClientError> {
     if status.is_empty() {
-        return Ok(0);
+        return Err(ClientError::Protocol(
+            "the connection ended without the command's exit status".into(),
+        ));
     }
     let v: serde_json::Value = serde_json::from_slice(status)
         .map_err(|_| ClientError::Remote(String::from_utf8_lossy(status).trim().to_owned()))?;
@@ -539,7 +543,7 @@ mod tests {
             exit_code_of(&crate::status::Outcome::Success.status_json()).unwrap(),
             0
         );
-        assert_eq!(exit_code_of(b"").unwrap(), 0);
+        assert!(exit_code_of(b"").is_err(), "no report: the connection was lost");
         let e = exit_code_of(&crate::status::Outcome::Internal("boom".into()).status_json());
         assert!(e.unwrap_err().to_string().contains("boom"));
         assert!(exit_code_of(b"plain text error").is_err());
