@@ -31,6 +31,10 @@ struct Cli {
     /// Output format for data.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
     output: Format,
+    /// PEM certificate(s) to trust for an https streaming server (berthd's
+    /// `[streaming] tls_cert`, or its CA) [default: $BERTH_STREAMING_CA].
+    #[arg(long, global = true, value_name = "PATH", env = "BERTH_STREAMING_CA")]
+    streaming_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -300,6 +304,9 @@ enum ImageCommand {
 }
 
 async fn run(cli: Cli) -> Result<Outcome, String> {
+    if let Some(ca) = &cli.streaming_ca {
+        berth_streaming::client::trust(ca).map_err(|e| e.to_string())?;
+    }
     let env = std::env::var(ENV_ENDPOINT).ok();
     let resolved = endpoint::resolve(cli.runtime_endpoint.as_deref(), env.as_deref(), &cli.config)
         .map_err(|e| e.to_string())?;

@@ -377,3 +377,88 @@ async fn port_forward_from_the_command_line() {
     assert!(text(&o.stderr).contains("NotFound"), "{}", text(&o.stderr));
     s.finish().await;
 }
+
+/// With `[streaming] tls_cert` and `tls_key` the URLs are https: `berth
+/// --streaming-ca` trusting the certificate execs through them (both
+/// transports), and without it the CLI refuses the URL.
+#[tokio::test]
+async fn exec_over_https_with_a_trusted_certificate() {
+    if !root_or_skip("exec_over_https_with_a_trusted_certificate") {
+        return;
+    }
+    let certs = berth_testkit::scratch_dir("clitls-certs");
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (c, k) = (
+        format!("{:?}", cert.display().to_string()),
+        format!("{:?}", key.display().to_string()),
+    );
+    let mut s = berth_e2e::setup::setup_with("clitls", "berth", fixture::busybox(), |b| {
+        b.config("streaming", "tls_cert", &c)
+            .config("streaming", "tls_key", &k)
+    })
+    .await;
+    let id = s.run("c", &["sleep", "3600"]).await;
+    let ep = endpoint(&s);
+    let ca = cert.display().to_string();
+    for t in TRANSPORTS {
+        let out = berth(
+            &ep,
+            &[
+                "--streaming-ca",
+                &ca,
+                "exec",
+                "--transport",
+                t,
+                &id,
+                "--",
+                "echo",
+                "over-tls",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{t}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "over-tls\n", "{t}");
+    }
+    let out = berth(&ep, &["exec", &id, "--", "true"])
+        .env_remove("BERTH_STREAMING_CA")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("https"), "{}", text(&out.stderr));
+    s.finish().await;
+    let _ = std::fs::remove_dir_all(&certs);
+}

@@ -45,10 +45,11 @@ pub enum ClientError {
     Remote(String),
 }
 
-/// `host:port` and path of an `http://` URL.
+/// `host:port` and path of an `http://` or `https://` URL.
 pub fn split_url(url: &str) -> Result<(String, String), ClientError> {
     let rest = url
         .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .ok_or_else(|| ClientError::Url(url.to_owned()))?;
     let (host, path) = match rest.find('/') {
         Some(i) => (rest.get(..i).unwrap_or(rest), rest.get(i..).unwrap_or("/")),
@@ -60,9 +61,66 @@ pub fn split_url(url: &str) -> Result<(String, String), ClientError> {
     Ok((host.to_owned(), path.to_owned()))
 }
 
+/// A connection to the server, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The certificates `https://` URLs are checked against (set once per
+/// process with [`trust`]); without it an `https://` URL is refused.
+static TRUST: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+    std::sync::OnceLock::new();
+
+/// Trusts the PEM certificates in `ca` (a streaming server's own
+/// certificate, or the CA that signed it) for `https://` URLs.
+pub fn trust(ca: &std::path::Path) -> Result<(), ClientError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let bad = |e: &dyn std::fmt::Display| ClientError::Url(format!("{}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _ = TRUST.set(std::sync::Arc::new(cfg));
+    Ok(())
+}
+
+/// Connects to the server `url` names: `host:port`, path, and the
+/// connection (TLS for `https://`).
+async fn connect(url: &str) -> Result<(String, String, Box<dyn Io>), ClientError> {
+    let (host, path) = split_url(url)?;
+    let sock = TcpStream::connect(&host).await?;
+    sock.set_nodelay(true)?;
+    if !url.starts_with("https://") {
+        return Ok((host, path, Box::new(sock)));
+    }
+    let cfg = TRUST.get().ok_or_else(|| {
+        ClientError::Url(format!(
+            "{url}: an https URL needs a trusted certificate (--streaming-ca)"
+        ))
+    })?;
+    let name = host
+        .rsplit_once(':')
+        .map_or(host.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let name = rustls_pki_types::ServerName::try_from(name)
+        .map_err(|e| ClientError::Url(format!("{url}: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+        .connect(name, sock)
+        .await?;
+    Ok((host, path, Box::new(tls)))
+}
+
 /// The connection after a successful upgrade; bytes the server sent right
 /// after its response stay buffered.
-pub type Upgraded = BufReader<TcpStream>;
+pub type Upgraded = BufReader<Box<dyn Io>>;
 
 /// POSTs an upgrade request to `url` (HTTP/1.1) and reads the response:
 /// the connection once the server switched protocols, and the response's
@@ -72,9 +130,7 @@ pub async fn upgrade(
     upgrade: &str,
     headers: &[(&str, &str)],
 ) -> Result<(Upgraded, Vec<(String, String)>), ClientError> {
-    let (host, path) = split_url(url)?;
-    let sock = TcpStream::connect(&host).await?;
-    sock.set_nodelay(true)?;
+    let (host, path, sock) = connect(url).await?;
     let mut io = BufReader::new(sock);
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\nContent-Length: 0\r\n"
@@ -190,9 +246,7 @@ pub async fn remote_command_ws(
     opts: CommandOptions,
     mut local: LocalIo,
 ) -> Result<i32, ClientError> {
-    let (host, path) = split_url(url)?;
-    let sock = TcpStream::connect(&host).await?;
-    sock.set_nodelay(true)?;
+    let (host, path, sock) = connect(url).await?;
     let mut req = format!("ws://{host}{path}")
         .into_client_request()
         .map_err(|e| ClientError::Url(e.to_string()))?;
@@ -424,9 +478,7 @@ impl PortForwarder {
                 crate::spdy::client(io, crate::spdy::Limits::default())
             }
             Transport::WebSocket => {
-                let (host, path) = split_url(url)?;
-                let sock = TcpStream::connect(&host).await?;
-                sock.set_nodelay(true)?;
+                let (host, path, sock) = connect(url).await?;
                 let mut req = format!("ws://{host}{path}")
                     .into_client_request()
                     .map_err(|e| ClientError::Url(e.to_string()))?;
@@ -543,7 +595,10 @@ mod tests {
             exit_code_of(&crate::status::Outcome::Success.status_json()).unwrap(),
             0
         );
-        assert!(exit_code_of(b"").is_err(), "no report: the connection was lost");
+        assert!(
+            exit_code_of(b"").is_err(),
+            "no report: the connection was lost"
+        );
         let e = exit_code_of(&crate::status::Outcome::Internal("boom".into()).status_json());
         assert!(e.unwrap_err().to_string().contains("boom"));
         assert!(exit_code_of(b"plain text error").is_err());

@@ -2,6 +2,7 @@
 //! issues lives.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,11 @@ pub struct Config {
     pub address: IpAddr,
     /// The TCP port; 0 takes a free one, announced in every URL.
     pub port: u16,
+    /// A PEM certificate chain: with `tls_key`, the server speaks HTTPS
+    /// and its URLs say `https` (clients must trust the certificate).
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// How long a URL from Exec, Attach or PortForward can be used (once).
     #[serde(with = "humantime_serde")]
     pub url_ttl: Duration,
@@ -37,6 +43,8 @@ impl Default for Config {
         Config {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
+            tls_cert: None,
+            tls_key: None,
             url_ttl: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(4 * 3600),
             max_sessions: 256,
@@ -48,6 +56,12 @@ impl Default for Config {
 impl Config {
     /// Checks what serde cannot: `(key, message)` of the first problem.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err((
+                "tls_cert".into(),
+                "tls_cert and tls_key go together: set both or neither".into(),
+            ));
+        }
         if self.url_ttl < Duration::from_secs(1) {
             return Err(("url_ttl".into(), "must be at least 1s".into()));
         }
@@ -73,6 +87,11 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_limits_are_checked() {
         assert_eq!(Config::default().validate(), Ok(()));
+        let c = Config {
+            tls_cert: Some("/etc/berth/tls.crt".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap_err().0, "tls_cert");
         let c = Config {
             max_sessions: 0,
             ..Config::default()

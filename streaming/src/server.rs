@@ -71,22 +71,36 @@ pub(crate) struct Server<B> {
 }
 
 /// A bound, not yet serving, streaming server.
-#[derive(Debug)]
 pub struct Bound {
     listener: TcpListener,
     streaming: Arc<Streaming>,
     pub(crate) idle: Duration,
     max_sessions: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Binds the server as `config` says. URLs can be issued at once; they
 /// are served once [`serve`] runs.
 pub async fn bind(config: &Config) -> std::io::Result<(Arc<Streaming>, Bound)> {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = TcpListener::bind(SocketAddr::new(config.address, config.port)).await?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let streaming = Arc::new(Streaming {
         tokens: Tokens::new(config.url_ttl, config.max_pending_urls),
-        base: format!("http://{addr}"),
+        base: format!("{scheme}://{addr}"),
         addr,
     });
     Ok((
@@ -96,8 +110,62 @@ pub async fn bind(config: &Config) -> std::io::Result<(Arc<Streaming>, Bound)> {
             streaming,
             idle: config.idle_timeout,
             max_sessions: config.max_sessions,
+            tls,
         },
     ))
+}
+
+/// The TLS side of `[streaming] tls_cert` and `tls_key` (PEM).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &std::path::Path, what: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::other(format!("{what} {}: {e}", path.display()))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(cert, "reading the certificate chain", &e))?;
+    if chain.is_empty() {
+        return Err(bad(
+            cert,
+            "reading the certificate chain",
+            &"no certificate in it",
+        ));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, "reading the private key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(cert, "using the certificate and key of", &e))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Serves one connection (plain or TLS) with hyper.
+async fn serve_conn<B, I>(io: I, server: Arc<Server<B>>, permit: Slot, peer: SocketAddr)
+where
+    B: Backend,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let (server, permit) = (server.clone(), permit.clone());
+        async move { Ok::<_, Infallible>(server.handle(req, permit)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, error = %e, "streaming: connection");
+    }
 }
 
 /// Serves `bound` with `backend` until the returned task is aborted.
@@ -107,6 +175,7 @@ pub fn serve<B: Backend>(bound: Bound, backend: Arc<B>) -> JoinHandle<()> {
         streaming,
         idle,
         max_sessions,
+        tls,
     } = bound;
     let server = Arc::new(Server {
         streaming,
@@ -134,18 +203,19 @@ pub fn serve<B: Backend>(bound: Bound, backend: Arc<B>) -> JoinHandle<()> {
             // Held by the connection and by the session it upgrades to
             // (which outlives the HTTP connection's future).
             let permit = Arc::new(permit);
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let (server, permit) = (server.clone(), permit.clone());
-                    async move { Ok::<_, Infallible>(server.handle(req, permit)) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(sock), svc)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, error = %e, "streaming: connection");
+                match tls {
+                    None => serve_conn(sock, server, permit, peer).await,
+                    Some(tls) => {
+                        match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(sock)).await {
+                            Ok(Ok(s)) => serve_conn(s, server, permit, peer).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "streaming: TLS handshake");
+                            }
+                            Err(_) => tracing::debug!(%peer, "streaming: TLS handshake timed out"),
+                        }
+                    }
                 }
             });
         }

@@ -465,3 +465,65 @@ async fn idle_port_forward_sessions_are_closed() {
         );
     }
 }
+
+#[tokio::test]
+async fn tls_serves_https_urls_to_clients_that_trust_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, _) = server_with(Config {
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key),
+        ..Config::default()
+    })
+    .await;
+    let url = s.url(exec(&["echo", "over tls"], false)).unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // Not trusted yet: refused before any byte goes out.
+    assert!(run(&url, Transport::Spdy, None).await.0.is_err());
+    client::trust(&cert).unwrap();
+    for t in BOTH {
+        let url = s.url(exec(&["echo", "over tls"], false)).unwrap();
+        let (code, out, _) = run(&url, t, None).await;
+        assert_eq!(code.unwrap(), 0, "{t:?}");
+        assert_eq!(out, b"over tls\n", "{t:?}");
+    }
+    // Plain HTTP to the TLS port gets nowhere, and harms nothing.
+    let url = s.url(exec(&["true"], false)).unwrap();
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(run(&plain, Transport::Spdy, None).await.0.is_err());
+    let url = s.url(exec(&["true"], false)).unwrap();
+    assert_eq!(run(&url, Transport::Spdy, None).await.0.unwrap(), 0);
+}
