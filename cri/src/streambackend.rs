@@ -161,7 +161,8 @@ impl Backend for CriBackend {
         let (stdin_w, output, resize) = match s.pty {
             Some(pty) => {
                 let stdin_w = if stdin {
-                    Some(writer(dup(&pty)?)?)
+                    Some(Box::new(fdio::TerminalInput::new(writer(dup(&pty)?)?))
+                        as Box<dyn tokio::io::AsyncWrite + Send + Unpin>)
                 } else {
                     None
                 };

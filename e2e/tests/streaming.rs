@@ -274,6 +274,27 @@ async fn exec_suite(tag: &str, handler: &'static str) {
             .unwrap();
         assert_eq!(code.unwrap(), 0);
 
+        // The end of stdin reaches a terminal's reader as end of file.
+        let url = exec_url(
+            &mut s,
+            &id,
+            &["sh", "-c", "cat; echo cat-ended"],
+            true,
+            true,
+        )
+        .await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            run(&url, t, Some(b"typed\n".to_vec()), true, None),
+        )
+        .await
+        .expect("a terminal's stdin end did not reach cat");
+        assert_eq!(r.code.unwrap(), 0, "{t:?}");
+        assert!(
+            String::from_utf8_lossy(&r.out).contains("cat-ended"),
+            "{t:?}"
+        );
+
         // A client that disconnects mid-stream leaves nothing behind.
         let shim = shim_pid(&s);
         let berthd = s.e.d.pid().as_raw();

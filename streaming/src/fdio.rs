@@ -183,6 +183,48 @@ impl AsRawFd for FdWriter {
     }
 }
 
+/// A terminal's input: the end of the client's stdin is typed as the
+/// terminal's end-of-file character (^D, VEOF), so a program reading
+/// the terminal in canonical mode sees end of file, as it would from a
+/// pipe; the terminal itself stays open for the output.
+#[derive(Debug)]
+pub struct TerminalInput<W> {
+    inner: W,
+    eof_sent: bool,
+}
+
+impl<W> TerminalInput<W> {
+    pub fn new(inner: W) -> TerminalInput<W> {
+        TerminalInput {
+            inner,
+            eof_sent: false,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for TerminalInput<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.eof_sent {
+            // A process gone already is no error here.
+            let _ = ready!(Pin::new(&mut self.inner).poll_write(cx, b"\x04"));
+            self.eof_sent = true;
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +232,18 @@ mod tests {
 
     fn pipe() -> (OwnedFd, OwnedFd) {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_terminals_input_ends_with_its_eof_character() {
+        let (r, w) = pipe();
+        let mut t = TerminalInput::new(FdWriter::new(w).unwrap());
+        t.write_all(b"ls").await.unwrap();
+        t.shutdown().await.unwrap();
+        drop(t);
+        let mut got = [0u8; 8];
+        let n = rustix::io::read(&r, &mut got).unwrap();
+        assert_eq!(&got[..n], b"ls\x04");
     }
 
     #[tokio::test]
