@@ -71,7 +71,7 @@ impl Ctx {
         Ok(config)
     }
 
-    fn container(&self, name: &str, cmd: &[&str]) -> ContainerConfig {
+    pub(super) fn container(&self, name: &str, cmd: &[&str]) -> ContainerConfig {
         crate::podnet::container_config(name, &self.image, cmd)
     }
 
@@ -83,12 +83,12 @@ impl Ctx {
 }
 
 /// A pod of this run: its id and config.
-struct Pod {
-    id: String,
+pub(super) struct Pod {
+    pub(super) id: String,
     config: PodSandboxConfig,
 }
 
-async fn run_pod(c: &mut CriClient, ctx: &Ctx, name: &str) -> Result<Pod, String> {
+pub(super) async fn run_pod(c: &mut CriClient, ctx: &Ctx, name: &str) -> Result<Pod, String> {
     let config = ctx.pod_config(name)?;
     let id = c
         .runtime
@@ -103,7 +103,11 @@ async fn run_pod(c: &mut CriClient, ctx: &Ctx, name: &str) -> Result<Pod, String
     Ok(Pod { id, config })
 }
 
-async fn create(c: &mut CriClient, pod: &Pod, config: ContainerConfig) -> Result<String, String> {
+pub(super) async fn create(
+    c: &mut CriClient,
+    pod: &Pod,
+    config: ContainerConfig,
+) -> Result<String, String> {
     c.runtime
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.id.clone(),
@@ -115,7 +119,7 @@ async fn create(c: &mut CriClient, pod: &Pod, config: ContainerConfig) -> Result
         .map_err(|e| format!("CreateContainer: {e}"))
 }
 
-async fn start(c: &mut CriClient, id: &str) -> Result<(), String> {
+pub(super) async fn start(c: &mut CriClient, id: &str) -> Result<(), String> {
     c.runtime
         .start_container(StartContainerRequest {
             container_id: id.into(),
@@ -447,6 +451,12 @@ async fn measure(
         }
         Scenario::Stats100 | Scenario::Stats250 => {
             super::accounting::measure(target, client, opts, ctx, pods).await
+        }
+        Scenario::ExecStream
+        | Scenario::AttachFirstByte
+        | Scenario::PortForward
+        | Scenario::AttachMemory => {
+            super::streams::measure(scenario, target, client, opts, ctx).await
         }
         Scenario::List100 | Scenario::List250 => {
             start_pods(client, ctx, pods).await?;

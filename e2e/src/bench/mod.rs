@@ -10,6 +10,7 @@ mod containers;
 pub mod report;
 pub mod scenario;
 pub mod stats;
+mod streams;
 pub mod target;
 
 pub use scenario::{RunOpts, Scenario, ScenarioResult, StepResult};

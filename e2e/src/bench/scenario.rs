@@ -76,6 +76,21 @@ pub enum Scenario {
     FullCycle,
     /// ExecSync of `true` and of `echo hello` in a running container.
     ExecSync,
+    /// Exec of `true` (non-TTY, stdout and stderr) through the streaming
+    /// server, the whole path: the Exec call, connect, upgrade, streams,
+    /// exit status; over SPDY and over WebSocket (on runtimes whose
+    /// WebSocket side serves exec).
+    ExecStream,
+    /// From the Attach call to the first byte (over SPDY) of a container
+    /// that prints a line every 10 ms.
+    AttachFirstByte,
+    /// Port-forward over SPDY to busybox httpd in the pod, the session
+    /// established: a new connection to the first byte of an HTTP
+    /// response, and MB/s downloading 100 MiB through one connection.
+    PortForward,
+    /// The pod's shim RSS with one idle container, and while one attach
+    /// (SPDY) to it is open and idle.
+    AttachMemory,
     /// ListPodSandbox and ListContainers with 100 pods, one running
     /// container each (set up and torn down, not timed).
     #[value(name = "list-100")]
@@ -124,6 +139,10 @@ impl Scenario {
         Scenario::ContainerLifecycle,
         Scenario::FullCycle,
         Scenario::ExecSync,
+        Scenario::ExecStream,
+        Scenario::AttachFirstByte,
+        Scenario::PortForward,
+        Scenario::AttachMemory,
         Scenario::List100,
         Scenario::List250,
         Scenario::Stats100,
@@ -163,6 +182,10 @@ impl Scenario {
             Scenario::ContainerLifecycle => "container-lifecycle",
             Scenario::FullCycle => "full-cycle",
             Scenario::ExecSync => "exec-sync",
+            Scenario::ExecStream => "exec-stream",
+            Scenario::AttachFirstByte => "attach-first-byte",
+            Scenario::PortForward => "port-forward",
+            Scenario::AttachMemory => "attach-memory",
             Scenario::List100 => "list-100",
             Scenario::List250 => "list-250",
             Scenario::Stats100 => "stats-100",
@@ -541,6 +564,10 @@ impl Scenario {
             Scenario::ContainerLifecycle
             | Scenario::FullCycle
             | Scenario::ExecSync
+            | Scenario::ExecStream
+            | Scenario::AttachFirstByte
+            | Scenario::PortForward
+            | Scenario::AttachMemory
             | Scenario::List100
             | Scenario::List250
             | Scenario::Stats100
