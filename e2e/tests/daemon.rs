@@ -260,14 +260,22 @@ async fn bad_requests_get_clear_errors_and_the_daemon_keeps_serving() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("pod_cidr"), "{}", e.message());
 
-    // Capabilities that have not landed answer UNIMPLEMENTED, never a fake success.
+    // A streaming call without its subject names the missing field.
     let e = c
         .runtime
         .port_forward(PortForwardRequest::default())
         .await
         .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("pod_sandbox_id"), "{}", e.message());
+    // Capabilities that have not landed answer UNIMPLEMENTED, never a fake success.
+    let e = c
+        .runtime
+        .checkpoint_container(CheckpointContainerRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("PortForward"));
+    assert!(e.message().contains("CheckpointContainer"));
     let e = c
         .runtime
         .create_container(CreateContainerRequest::default())
