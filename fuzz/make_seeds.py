@@ -449,4 +449,70 @@ not a record
 write("cri_log", "unterminated.log", "2024-05-01T12:00:00Z stdout P a\n2024-05-01T12:00:00Z stdout P b")
 write("cri_log", "since.txt", "1h30m\n1.5h\n300ms\n10\xb5s\n2024-05-01T12:00:00Z\n0000-01-01T00:00:00+23:59\n")
 
+# --- spdy_frames ----------------------------------------------------------------
+# Byte 0 picks how the rest is split as a socket would deliver it; the rest
+# is what a kubectl/crictl-like client sends after the upgrade. Header
+# blocks are compressed with one zlib context and the SPDY/3 dictionary,
+# read here from streaming/src/spdy/headers.rs (one definition).
+
+import re
+import struct
+import zlib
+
+_hdr_src = open(os.path.join(ROOT, "streaming/src/spdy/headers.rs")).read()
+_words = re.findall(r'"([^"]*)"', _hdr_src.split("const DICTIONARY_WORDS")[1].split("];")[0])
+_tail = "".join(re.findall(r'"([^"]*)"', _hdr_src.split("const DICTIONARY_TAIL")[1].split(");")[0]))
+SPDY_DICT = b"".join(struct.pack(">I", len(w)) + w.encode() for w in _words) + _tail.encode()
+assert len(SPDY_DICT) == 1423 and zlib.adler32(SPDY_DICT) == 0xE3C6A7C2
+
+
+def spdy_control(kind, flags, payload):
+    return struct.pack(">HHI", 0x8003, kind, (flags << 24) | len(payload)) + payload
+
+
+def spdy_block(z, headers):
+    raw = struct.pack(">I", len(headers))
+    for k, v in headers:
+        raw += struct.pack(">I", len(k)) + k.encode() + struct.pack(">I", len(v)) + v.encode()
+    return z.compress(raw) + z.flush(zlib.Z_SYNC_FLUSH)
+
+
+def syn_stream(z, sid, headers, fin=False):
+    return spdy_control(1, 1 if fin else 0, struct.pack(">IIBB", sid, 0, 0, 0) + spdy_block(z, headers))
+
+
+def spdy_data(sid, data, fin=False):
+    return struct.pack(">II", sid, ((1 if fin else 0) << 24) | len(data)) + data
+
+
+def spdy_exec_session():
+    z = zlib.compressobj(zdict=SPDY_DICT)
+    out = b""
+    for sid, kind in [(1, "error"), (3, "stdin"), (5, "stdout"), (7, "stderr"), (9, "resize")]:
+        out += syn_stream(z, sid, [("streamtype", kind)])
+    out += spdy_data(3, b"echo hello\n") + spdy_data(3, b"", fin=True)
+    out += spdy_data(9, b'{"Width":80,"Height":24}')
+    out += spdy_control(6, 0, struct.pack(">I", 1))  # PING
+    out += spdy_control(9, 0, struct.pack(">II", 5, 65536))  # WINDOW_UPDATE
+    out += spdy_control(3, 0, struct.pack(">II", 7, 5))  # RST_STREAM CANCEL
+    out += spdy_control(7, 0, struct.pack(">II", 9, 0))  # GOAWAY
+    return out
+
+
+def spdy_portforward_session():
+    z = zlib.compressobj(zdict=SPDY_DICT)
+    out = spdy_control(4, 0, struct.pack(">I", 1) + struct.pack(">II", (0 << 24) | 7, 65536 * 4))  # SETTINGS
+    for req in range(3):
+        for kind in ("error", "data"):
+            sid = 1 + 4 * req + (2 if kind == "data" else 0)
+            out += syn_stream(z, sid, [("streamtype", kind), ("port", "8080"), ("requestid", str(req))])
+        out += spdy_data(1 + 4 * req + 2, b"GET / HTTP/1.0\r\n\r\n", fin=True)
+    out += spdy_control(8, 1, struct.pack(">I", 5) + spdy_block(z, [("x", "y")]))  # HEADERS + FIN
+    return out
+
+
+for split in (0, 7, 63):
+    write("spdy_frames", f"exec-split{split}.bin", bytes([split]) + spdy_exec_session())
+    write("spdy_frames", f"portforward-split{split}.bin", bytes([split]) + spdy_portforward_session())
+
 print("seeds written to", CORPUS)
