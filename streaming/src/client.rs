@@ -545,7 +545,18 @@ pub async fn forward_connection(
     port: u16,
     local: TcpStream,
 ) -> Result<(), ClientError> {
-    let (data, mut err) = pf.open(port).await?;
+    let (data, err) = pf.open(port).await?;
+    splice_connection(data, err, local).await
+}
+
+/// Carries `local` over a connection already opened with
+/// [`PortForwarder::open`]: bytes both ways until both sides ended; the
+/// server's error for it, if any.
+pub async fn splice_connection(
+    data: crate::spdy::Stream,
+    mut err: crate::spdy::RecvStream,
+    local: TcpStream,
+) -> Result<(), ClientError> {
     let (mut data_rd, mut data_wr) = data.into_split();
     let (mut l_rd, mut l_wr) = local.into_split();
     let up = async {

@@ -14,7 +14,6 @@ use berth_streaming::client::{
 };
 use k8s_cri::v1 as cri;
 use rustix::termios::{self, OptionalActions, Termios};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
@@ -356,7 +355,7 @@ impl Sessions {
     /// more over a new one if that session turns out to have died.
     async fn forward(&self, remote: u16, local: TcpStream) -> Result<(), String> {
         let mut tries = 0;
-        let (data, mut err) = loop {
+        let (data, err) = loop {
             let pf = self.get().await?;
             match pf.open(remote).await {
                 Ok(streams) => break streams,
@@ -369,25 +368,10 @@ impl Sessions {
                 }
             }
         };
-        let (mut data_rd, mut data_wr) = data.into_split();
-        let (mut l_rd, mut l_wr) = local.into_split();
-        let up = async {
-            let _ = tokio::io::copy(&mut l_rd, &mut data_wr).await;
-            let _ = data_wr.shutdown().await;
-        };
-        let down = async {
-            let _ = tokio::io::copy(&mut data_rd, &mut l_wr).await;
-            let _ = l_wr.shutdown().await;
-        };
-        let mut message = Vec::new();
-        let error = async {
-            let _ = err.read_to_end(&mut message).await;
-        };
-        tokio::join!(up, down, error);
-        if message.is_empty() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&message).trim().to_owned())
+        match stream_client::splice_connection(data, err, local).await {
+            Ok(()) => Ok(()),
+            Err(stream_client::ClientError::Remote(m)) => Err(m.trim().to_owned()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
