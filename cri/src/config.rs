@@ -76,7 +76,8 @@ pub struct MetricsConfig {
     /// How often every pod's and container's use is read.
     #[serde(with = "humantime_serde")]
     pub stats_interval: Duration,
-    /// How often writable layers are walked for their size.
+    /// How often writable layers are walked for their size and cgroup
+    /// limits re-read (also after UpdateContainerResources).
     #[serde(with = "humantime_serde")]
     pub disk_interval: Duration,
 }

@@ -75,9 +75,17 @@ impl Stats {
         )
     }
 
-    /// How often the tick samples, and how often it walks writable layers.
+    /// How often the tick samples, and how often it also walks writable
+    /// layers and re-reads cgroup settings (the slow clock).
     pub fn intervals(&self) -> (Duration, Duration) {
         (self.stats_interval, self.disk_interval)
+    }
+
+    /// A container's resources were updated: its limits are read again
+    /// on the next tick rather than on the slow clock.
+    pub fn settings_changed(&self, container_id: &str) {
+        self.collector
+            .settings_changed(&container_key(container_id));
     }
 
     /// The latest sample of a pod's own cgroup and network namespace.
@@ -87,12 +95,12 @@ impl Stats {
     }
 
     /// One tick: samples every ready pod and live container; the writable
-    /// layers are walked too when `walk_disk`.
+    /// layers are walked and cgroup settings re-read too when `slow`.
     pub fn sample_all<N: berth_pod::PodNetwork>(
         &self,
         pods: &Pods<N>,
         containers: &Containers,
-        walk_disk: bool,
+        slow: bool,
     ) {
         let mut targets = Vec::new();
         match pods.list(&berth_pod::PodFilter::default()) {
@@ -111,6 +119,6 @@ impl Stats {
             ),
             Err(e) => tracing::warn!(error = %e, "stats: listing containers"),
         }
-        self.collector.sample_all(&targets, walk_disk);
+        self.collector.sample_all(&targets, slow);
     }
 }

@@ -7,14 +7,26 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::kfile::{Dir, Reader, fields};
+
 /// Which layout the node's cgroups have, and where they are mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
-    /// cgroup v1 controllers under `root` (`root/memory`, `root/cpuacct`
-    /// or `root/cpu,cpuacct`, `root/pids`), also on a hybrid host.
-    V1 { root: PathBuf },
+    /// cgroup v1 controllers (also on a hybrid host), each hierarchy's
+    /// mount point found once, when the layout is detected.
+    V1(V1Mounts),
     /// The unified hierarchy at `root`.
     V2 { root: PathBuf },
+}
+
+/// Where the v1 controllers berth reads are mounted: `root/memory`,
+/// `root/cpuacct` or `root/cpu,cpuacct`, `root/cpu`, `root/pids`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Mounts {
+    pub memory: PathBuf,
+    pub cpuacct: PathBuf,
+    pub cpu: PathBuf,
+    pub pids: PathBuf,
 }
 
 /// Memory of a cgroup, in bytes (faults in counts).
@@ -105,24 +117,21 @@ impl Usage {
     pub fn cpu_ns(&self) -> Option<u64> {
         self.cpu.map(|c| c.usage_ns)
     }
+
+    /// Takes the settings (limits) of `prev`, a read that had them, for
+    /// a read that skipped them.
+    pub fn keep_settings(&mut self, prev: &Usage) {
+        self.limits = prev.limits;
+        if let (Some(m), Some(p)) = (self.memory.as_mut(), prev.memory) {
+            m.limit = p.limit;
+        }
+    }
 }
 
 /// v1 and v2 write "max" or a huge number for "no limit".
 fn limit(v: u64) -> Option<u64> {
     // v1's unlimited is PAGE_COUNTER_MAX pages, rounded: above 2^62.
     (v < (1 << 62)).then_some(v)
-}
-
-fn read_u64(p: &Path) -> Option<u64> {
-    std::fs::read_to_string(p).ok()?.trim().parse().ok()
-}
-
-/// `key value` lines (memory.stat, cpu.stat, memory.events, oom_control).
-fn keyed(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
 }
 
 /// v2's `cpu.weight` (1..10000) back to v1 shares. Runtimes write
@@ -147,11 +156,12 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100)
 }
 
-fn throttling(stat: &str, throttled_ns: Option<u64>) -> Option<Throttling> {
+fn throttling(stat: &str, throttled_key: &str, unit_ns: u64) -> Option<Throttling> {
+    let [periods, throttled, time] = fields(stat, ["nr_periods", "nr_throttled", throttled_key]);
     Some(Throttling {
-        periods: keyed(stat, "nr_periods")?,
-        throttled_periods: keyed(stat, "nr_throttled")?,
-        throttled_ns: throttled_ns?,
+        periods: periods?,
+        throttled_periods: throttled?,
+        throttled_ns: time?.saturating_mul(unit_ns),
     })
 }
 
@@ -164,18 +174,37 @@ impl Layout {
                 root: root.to_owned(),
             }
         } else {
-            Layout::V1 {
-                root: root.to_owned(),
-            }
+            Layout::v1(root)
         }
     }
 
-    /// Reads the cgroup at `rel` (relative to the hierarchy roots).
+    /// The v1 layout under `root`, its controllers' mount points found
+    /// now rather than at each read.
+    pub fn v1(root: &Path) -> Layout {
+        Layout::V1(V1Mounts {
+            memory: root.join("memory"),
+            cpuacct: hierarchy(root, &["cpuacct", "cpu,cpuacct"]),
+            cpu: hierarchy(root, &["cpu", "cpu,cpuacct"]),
+            pids: root.join("pids"),
+        })
+    }
+
+    /// Reads the cgroup at `rel` (relative to the hierarchy roots): its
+    /// use and its settings.
     pub fn read(&self, rel: &str) -> Usage {
+        self.read_use(rel, true)
+    }
+
+    /// Reads the cgroup at `rel`; its settings (CPU shares and quota, the
+    /// memory limit: a third of the files, and they change only when
+    /// resources are updated) only when `settings`, else they are left
+    /// unknown for the caller to carry over ([`Usage::keep_settings`]).
+    pub fn read_use(&self, rel: &str, settings: bool) -> Usage {
         let rel = rel.trim_start_matches('/');
+        let mut r = Reader::default();
         match self {
-            Layout::V1 { root } => read_v1(root, rel),
-            Layout::V2 { root } => read_v2(&root.join(rel)),
+            Layout::V1(m) => read_v1(m, rel, &mut r, settings),
+            Layout::V2 { root } => read_v2(Dir::open(&root.join(rel)).as_ref(), &mut r, settings),
         }
     }
 }
@@ -189,101 +218,152 @@ fn hierarchy(root: &Path, names: &[&str]) -> PathBuf {
         .unwrap_or_else(|| root.join(names[0]))
 }
 
-fn read_v1(root: &Path, rel: &str) -> Usage {
-    let mem = root.join("memory").join(rel);
-    let cpuacct = hierarchy(root, &["cpuacct", "cpu,cpuacct"]).join(rel);
-    let cpu_dir = hierarchy(root, &["cpu", "cpu,cpuacct"]).join(rel);
-    let memory = read_u64(&mem.join("memory.usage_in_bytes")).map(|usage| {
-        let stat = std::fs::read_to_string(mem.join("memory.stat")).unwrap_or_default();
-        let inactive = keyed(&stat, "total_inactive_file").unwrap_or(0);
-        let oom = std::fs::read_to_string(mem.join("memory.oom_control")).unwrap_or_default();
+fn read_v1(m: &V1Mounts, rel: &str, r: &mut Reader, settings: bool) -> Usage {
+    let mem = Dir::open(&m.memory.join(rel));
+    let mem = mem.as_ref();
+    let cpuacct = Dir::open(&m.cpuacct.join(rel));
+    let cpuacct = cpuacct.as_ref();
+    // cpu and cpuacct are one directory when co-mounted.
+    let cpu_own = (m.cpu != m.cpuacct)
+        .then(|| Dir::open(&m.cpu.join(rel)))
+        .flatten();
+    let cpu_dir = if m.cpu == m.cpuacct {
+        cpuacct
+    } else {
+        cpu_own.as_ref()
+    };
+    let memory = r.u64(mem, "memory.usage_in_bytes").map(|usage| {
+        let [inactive, rss, cache, mapped, faults, major] = fields(
+            r.text(mem, "memory.stat").unwrap_or_default(),
+            [
+                "total_inactive_file",
+                "total_rss",
+                "total_cache",
+                "total_mapped_file",
+                "total_pgfault",
+                "total_pgmajfault",
+            ],
+        );
+        let [oom] = fields(
+            r.text(mem, "memory.oom_control").unwrap_or_default(),
+            ["oom_kill"],
+        );
         Memory {
             usage,
-            working_set: usage.saturating_sub(inactive),
-            rss: keyed(&stat, "total_rss").unwrap_or(0),
-            cache: keyed(&stat, "total_cache").unwrap_or(0),
-            mapped_file: keyed(&stat, "total_mapped_file").unwrap_or(0),
-            page_faults: keyed(&stat, "total_pgfault").unwrap_or(0),
-            major_page_faults: keyed(&stat, "total_pgmajfault").unwrap_or(0),
-            limit: read_u64(&mem.join("memory.limit_in_bytes")).and_then(limit),
-            oom_kills: keyed(&oom, "oom_kill").unwrap_or(0),
+            working_set: usage.saturating_sub(inactive.unwrap_or(0)),
+            rss: rss.unwrap_or(0),
+            cache: cache.unwrap_or(0),
+            mapped_file: mapped.unwrap_or(0),
+            page_faults: faults.unwrap_or(0),
+            major_page_faults: major.unwrap_or(0),
+            limit: settings
+                .then(|| r.u64(mem, "memory.limit_in_bytes"))
+                .flatten()
+                .and_then(limit),
+            oom_kills: oom.unwrap_or(0),
         }
     });
-    let cpu = read_u64(&cpuacct.join("cpuacct.usage")).map(|usage_ns| {
-        let stat = std::fs::read_to_string(cpuacct.join("cpuacct.stat")).unwrap_or_default();
+    let cpu = r.u64(cpuacct, "cpuacct.usage").map(|usage_ns| {
         let tick_ns = 1_000_000_000 / clock_ticks();
-        let cfs = std::fs::read_to_string(cpu_dir.join("cpu.stat")).unwrap_or_default();
+        let [user, system] = fields(
+            r.text(cpuacct, "cpuacct.stat").unwrap_or_default(),
+            ["user", "system"],
+        );
         Cpu {
             usage_ns,
-            user_ns: keyed(&stat, "user").unwrap_or(0).saturating_mul(tick_ns),
-            system_ns: keyed(&stat, "system").unwrap_or(0).saturating_mul(tick_ns),
-            throttling: throttling(&cfs, keyed(&cfs, "throttled_time")),
+            user_ns: user.unwrap_or(0).saturating_mul(tick_ns),
+            system_ns: system.unwrap_or(0).saturating_mul(tick_ns),
+            throttling: throttling(
+                r.text(cpu_dir, "cpu.stat").unwrap_or_default(),
+                "throttled_time",
+                1,
+            ),
         }
     });
-    let quota = std::fs::read_to_string(cpu_dir.join("cpu.cfs_quota_us"))
-        .ok()
-        .and_then(|q| q.trim().parse::<i64>().ok())
-        .and_then(|q| u64::try_from(q).ok());
-    let period = read_u64(&cpu_dir.join("cpu.cfs_period_us"));
+    let limits = if settings {
+        let quota = r
+            .text(cpu_dir, "cpu.cfs_quota_us")
+            .and_then(|q| q.trim().parse::<i64>().ok())
+            .and_then(|q| u64::try_from(q).ok());
+        let period = r.u64(cpu_dir, "cpu.cfs_period_us");
+        Limits {
+            cpu_shares: r.u64(cpu_dir, "cpu.shares"),
+            cpu_quota: quota.zip(period),
+        }
+    } else {
+        Limits::default()
+    };
+    let pids = Dir::open(&m.pids.join(rel));
     Usage {
         cpu,
         memory,
-        pids: read_u64(&root.join("pids").join(rel).join("pids.current")),
-        limits: Limits {
-            cpu_shares: read_u64(&cpu_dir.join("cpu.shares")),
-            cpu_quota: quota.zip(period),
-        },
+        pids: r.u64(pids.as_ref(), "pids.current"),
+        limits,
     }
 }
 
-fn read_v2(dir: &Path) -> Usage {
-    let cpu = std::fs::read_to_string(dir.join("cpu.stat"))
-        .ok()
-        .and_then(|s| {
-            let us = |k| keyed(&s, k).map(|v| v.saturating_mul(1000));
-            Some(Cpu {
-                usage_ns: us("usage_usec")?,
-                user_ns: us("user_usec").unwrap_or(0),
-                system_ns: us("system_usec").unwrap_or(0),
-                throttling: throttling(&s, us("throttled_usec")),
-            })
-        });
-    let memory = read_u64(&dir.join("memory.current")).map(|usage| {
-        let stat = std::fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
-        let inactive = keyed(&stat, "inactive_file").unwrap_or(0);
-        let events = std::fs::read_to_string(dir.join("memory.events")).unwrap_or_default();
+fn read_v2(dir: Option<&Dir>, r: &mut Reader, settings: bool) -> Usage {
+    let cpu = r.text(dir, "cpu.stat").and_then(|s| {
+        let [usage, user, system] = fields(s, ["usage_usec", "user_usec", "system_usec"]);
+        Some(Cpu {
+            usage_ns: usage?.saturating_mul(1000),
+            user_ns: user.unwrap_or(0).saturating_mul(1000),
+            system_ns: system.unwrap_or(0).saturating_mul(1000),
+            throttling: throttling(s, "throttled_usec", 1000),
+        })
+    });
+    let memory = r.u64(dir, "memory.current").map(|usage| {
+        let [inactive, anon, file, mapped, faults, major] = fields(
+            r.text(dir, "memory.stat").unwrap_or_default(),
+            [
+                "inactive_file",
+                "anon",
+                "file",
+                "file_mapped",
+                "pgfault",
+                "pgmajfault",
+            ],
+        );
+        let [oom] = fields(
+            r.text(dir, "memory.events").unwrap_or_default(),
+            ["oom_kill"],
+        );
         Memory {
             usage,
-            working_set: usage.saturating_sub(inactive),
-            rss: keyed(&stat, "anon").unwrap_or(0),
-            cache: keyed(&stat, "file").unwrap_or(0),
-            mapped_file: keyed(&stat, "file_mapped").unwrap_or(0),
-            page_faults: keyed(&stat, "pgfault").unwrap_or(0),
-            major_page_faults: keyed(&stat, "pgmajfault").unwrap_or(0),
-            limit: std::fs::read_to_string(dir.join("memory.max"))
-                .ok()
+            working_set: usage.saturating_sub(inactive.unwrap_or(0)),
+            rss: anon.unwrap_or(0),
+            cache: file.unwrap_or(0),
+            mapped_file: mapped.unwrap_or(0),
+            page_faults: faults.unwrap_or(0),
+            major_page_faults: major.unwrap_or(0),
+            limit: settings
+                .then(|| r.text(dir, "memory.max"))
+                .flatten()
                 .and_then(|s| s.trim().parse().ok())
                 .and_then(limit),
-            oom_kills: keyed(&events, "oom_kill").unwrap_or(0),
+            oom_kills: oom.unwrap_or(0),
         }
     });
-    // cpu.max: "$QUOTA $PERIOD", QUOTA "max" for none.
-    let cpu_quota = std::fs::read_to_string(dir.join("cpu.max"))
-        .ok()
-        .and_then(|s| {
+    let limits = if settings {
+        // cpu.max: "$QUOTA $PERIOD", QUOTA "max" for none.
+        let cpu_quota = r.text(dir, "cpu.max").and_then(|s| {
             let mut f = s.split_whitespace();
             let q = f.next()?.parse().ok()?;
             let p = f.next()?.parse().ok()?;
             Some((q, p))
         });
+        Limits {
+            cpu_shares: r.u64(dir, "cpu.weight").map(weight_to_shares),
+            cpu_quota,
+        }
+    } else {
+        Limits::default()
+    };
     Usage {
         cpu,
         memory,
-        pids: read_u64(&dir.join("pids.current")),
-        limits: Limits {
-            cpu_shares: read_u64(&dir.join("cpu.weight")).map(weight_to_shares),
-            cpu_quota,
-        },
+        pids: r.u64(dir, "pids.current"),
+        limits,
     }
 }
 
@@ -334,10 +414,7 @@ mod tests {
     #[test]
     fn v1_files_read_as_kubelet_reads_them() {
         let d = v1_tree("berth/pod/ctr");
-        let u = Layout::V1 {
-            root: d.path().to_owned(),
-        }
-        .read("/berth/pod/ctr");
+        let u = Layout::v1(d.path()).read("/berth/pod/ctr");
         let m = u.memory.unwrap();
         assert_eq!(m.usage, 9_442_443_264);
         // usage - total_inactive_file
@@ -428,12 +505,29 @@ mod tests {
     }
 
     #[test]
+    fn settings_are_skipped_when_asked_and_carried_over() {
+        let d = v1_tree("pod/ctr");
+        let l = Layout::v1(d.path());
+        std::fs::write(
+            d.path().join("memory/pod/ctr/memory.limit_in_bytes"),
+            "4096\n",
+        )
+        .unwrap();
+        let full = l.read("pod/ctr");
+        assert_eq!(full.memory.unwrap().limit, Some(4096));
+        let mut quick = l.read_use("pod/ctr", false);
+        assert_eq!(quick.limits, Limits::default());
+        assert_eq!(quick.memory.unwrap().limit, None);
+        assert_eq!(quick.cpu_ns(), full.cpu_ns(), "use is read all the same");
+        quick.keep_settings(&full);
+        assert_eq!(quick, full);
+    }
+
+    #[test]
     fn a_vanished_cgroup_reads_as_unknown_not_an_error() {
         let d = tempfile::tempdir().unwrap();
         for l in [
-            Layout::V1 {
-                root: d.path().to_owned(),
-            },
+            Layout::v1(d.path()),
             Layout::V2 {
                 root: d.path().to_owned(),
             },

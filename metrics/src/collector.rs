@@ -47,6 +47,18 @@ struct Entry {
     sample: Sample,
     /// When it was last read (monotonic), for the on-demand limit.
     read: Instant,
+    /// Its settings changed: the next tick reads them.
+    stale_settings: bool,
+}
+
+impl Entry {
+    fn new(sample: Sample) -> Entry {
+        Entry {
+            sample,
+            read: Instant::now(),
+            stale_settings: false,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -85,15 +97,22 @@ impl Collector {
         }
     }
 
-    fn read(&self, target: &Target, prev: Option<&Sample>, walk_disk: bool) -> Sample {
+    /// Reads `target`'s cgroup (its settings only when `slow`, or when
+    /// there is no earlier read to carry them over from) and, when
+    /// `slow`, walks its writable layer; not its network namespace.
+    fn read(&self, target: &Target, prev: Option<&Sample>, slow: bool) -> Sample {
         let at = now_ns();
-        let usage = target
+        let settings = slow || prev.is_none();
+        let mut usage = target
             .cgroup
             .as_deref()
-            .map(|c| self.layout.read(c))
+            .map(|c| self.layout.read_use(c, settings))
             .unwrap_or_default();
+        if let Some(p) = prev.filter(|_| !settings) {
+            usage.keep_settings(&p.usage);
+        }
         let nano_cores = prev.and_then(|p| rate(p, at, usage.cpu_ns()));
-        let disk = if walk_disk {
+        let disk = if slow || prev.is_none_or(|p| p.disk.is_none()) {
             target
                 .upper
                 .as_deref()
@@ -102,45 +121,56 @@ impl Collector {
         } else {
             prev.and_then(|p| p.disk)
         };
-        let net = target
-            .netns
-            .as_deref()
-            .and_then(crate::netdev::read_in)
-            .map(|n| (now_ns(), n));
         Sample {
             at,
             usage,
             nano_cores,
             disk,
-            net,
+            net: None,
         }
     }
 
-    /// The tick: reads every object in `targets` (their writable layers
-    /// walked only when `walk_disk`: a walk costs more than every other
-    /// read, so it runs on a slower clock), and forgets the samples of
-    /// objects no longer there.
-    pub fn sample_all(&self, targets: &[(String, Target)], walk_disk: bool) {
-        let prev: HashMap<String, Sample> = {
+    /// The network counters of every target with a namespace, by index
+    /// in `targets`, each with the time it was read.
+    fn read_nets(targets: &[(String, Target)]) -> Vec<Option<(i64, Vec<Interface>)>> {
+        let (index, paths): (Vec<usize>, Vec<&std::path::Path>) = targets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, t))| t.netns.as_deref().map(|n| (i, n)))
+            .unzip();
+        let mut nets = vec![None; targets.len()];
+        crate::netdev::read_many(&paths, |j, r| nets[index[j]] = r.map(|n| (now_ns(), n)));
+        nets
+    }
+
+    /// The tick: reads every object in `targets` and forgets the samples
+    /// of objects no longer there. When `slow`, it also walks writable
+    /// layers and re-reads cgroup settings (a walk costs more than every
+    /// other read, and settings change only on updates, which
+    /// [`Collector::settings_changed`] flags): those run on a slower
+    /// clock. The network namespaces are read on one thread, one after
+    /// the other.
+    pub fn sample_all(&self, targets: &[(String, Target)], slow: bool) {
+        let prev: HashMap<String, (Sample, bool)> = {
             let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             targets
                 .iter()
-                .filter_map(|(k, _)| e.get(k).map(|x| (k.clone(), x.sample.clone())))
+                .filter_map(|(k, _)| {
+                    e.get(k)
+                        .map(|x| (k.clone(), (x.sample.clone(), x.stale_settings)))
+                })
                 .collect()
         };
         // Read outside the lock: a stats call answers meanwhile.
+        let mut nets = Self::read_nets(targets);
         let fresh: HashMap<String, Entry> = targets
             .iter()
-            .map(|(k, t)| {
-                let p = prev.get(k);
-                let sample = self.read(t, p, walk_disk || p.is_none_or(|p| p.disk.is_none()));
-                (
-                    k.clone(),
-                    Entry {
-                        sample,
-                        read: Instant::now(),
-                    },
-                )
+            .zip(nets.iter_mut())
+            .map(|((k, t), net)| {
+                let (p, stale) = prev.get(k).map_or((None, false), |(p, s)| (Some(p), *s));
+                let mut sample = self.read(t, p, slow || stale);
+                sample.net = net.take();
+                (k.clone(), Entry::new(sample))
             })
             .collect();
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -158,16 +188,24 @@ impl Collector {
                 return x.sample.clone();
             }
         }
-        let sample = self.read(target, None, true);
+        let mut sample = self.read(target, None, true);
+        sample.net = target
+            .netns
+            .as_deref()
+            .and_then(crate::netdev::read_in)
+            .map(|n| (now_ns(), n));
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        e.insert(
-            key.to_owned(),
-            Entry {
-                sample: sample.clone(),
-                read: Instant::now(),
-            },
-        );
+        e.insert(key.to_owned(), Entry::new(sample.clone()));
         sample
+    }
+
+    /// `key`'s cgroup settings (limits) changed: the next tick reads them
+    /// rather than carrying the old ones over.
+    pub fn settings_changed(&self, key: &str) {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(x) = e.get_mut(key) {
+            x.stale_settings = true;
+        }
     }
 
     /// How many objects have a sample.
@@ -223,6 +261,47 @@ mod tests {
         // An object gone from the tick is forgotten.
         c.sample_all(&[], true);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn settings_are_read_on_the_slow_clock_or_when_flagged() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("c");
+        v2(&dir, 1, 100);
+        let max = |v: &str| std::fs::write(dir.join("memory.max"), v).unwrap();
+        max("4096\n");
+        let c = Collector::new(
+            Layout::V2 {
+                root: d.path().to_owned(),
+            },
+            Duration::from_secs(1),
+        );
+        let t = [(
+            "c".to_owned(),
+            Target {
+                cgroup: Some("c".into()),
+                ..Default::default()
+            },
+        )];
+        let limit = |c: &Collector| c.get("c", &t[0].1).usage.memory.unwrap().limit;
+        // A first read has them even on a fast tick.
+        c.sample_all(&t, false);
+        assert_eq!(limit(&c), Some(4096));
+        // Changed behind the collector's back: carried over until the
+        // slow clock...
+        max("8192\n");
+        c.sample_all(&t, false);
+        assert_eq!(limit(&c), Some(4096));
+        c.sample_all(&t, true);
+        assert_eq!(limit(&c), Some(8192));
+        // ... or until an update flags them.
+        max("max\n");
+        c.settings_changed("c");
+        c.sample_all(&t, false);
+        assert_eq!(limit(&c), None);
+        max("1024\n");
+        c.sample_all(&t, false);
+        assert_eq!(limit(&c), None, "the flag is spent");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `cgroup`: one read of a cgroup's CPU, memory, page faults, OOM kills
 //!   and processes, v1 and v2;
 //! - `netdev`: a pod's interfaces' counters, read in its network namespace;
+//! - `kfile`: small kernel files read relative to an open directory;
 //! - `disk`: a writable layer's bytes and inodes;
 //! - `procs`: processes (shims) and the node, from /proc;
 //! - `collector`: samples of all of them, on a tick and on demand, each
@@ -19,5 +20,6 @@ pub mod collector;
 pub mod disk;
 pub mod health;
 pub mod http;
+pub mod kfile;
 pub mod netdev;
 pub mod procs;

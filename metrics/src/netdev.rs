@@ -1,7 +1,8 @@
 //! A pod's network interfaces' counters, read inside its network namespace:
 //! `/proc/thread-self/net/dev` shows the namespace of the reading thread,
-//! so a thread of its own enters the pod's namespace (setns on the pinned
-//! file), reads, and ends; berthd's other threads never change namespace.
+//! so a thread of its own enters each pod's namespace in turn (setns on
+//! the pinned file), reads, and ends; berthd's other threads never change
+//! namespace.
 
 use std::path::Path;
 
@@ -49,22 +50,43 @@ pub fn parse(text: &str) -> Vec<Interface> {
 /// left out: kubelet reports the pod's own interfaces). None when the
 /// namespace cannot be entered (the pod is going).
 pub fn read_in(netns: &Path) -> Option<Vec<Interface>> {
+    let mut out = None;
+    read_many(&[netns], |_, r| out = r);
+    out
+}
+
+/// Reads the namespaces pinned at `netns` one after the other on one
+/// thread of its own (a thread per namespace cost more than the reads),
+/// calling `each` with the index in `netns` and what [`read_in`] would
+/// return, as each is read. Nothing is called when the thread cannot be
+/// started.
+pub fn read_many(netns: &[&Path], mut each: impl FnMut(usize, Option<Vec<Interface>>) + Send) {
+    std::thread::scope(|s| {
+        let spawned = std::thread::Builder::new()
+            .name("berth-netstat".into())
+            .spawn_scoped(s, move || {
+                for (i, ns) in netns.iter().enumerate() {
+                    each(i, read_here(ns));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "stats: starting the network counters thread");
+        }
+    });
+}
+
+/// Enters `netns` (this thread only, for good: the caller's thread is
+/// one of read_many's) and reads its interfaces.
+fn read_here(netns: &Path) -> Option<Vec<Interface>> {
     let ns = std::fs::File::open(netns).ok()?;
-    std::thread::Builder::new()
-        .name("berth-netstat".into())
-        .spawn(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
-            let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
-            Some(
-                parse(&text)
-                    .into_iter()
-                    .filter(|i| i.name != "lo")
-                    .collect(),
-            )
-        })
-        .ok()?
-        .join()
-        .ok()?
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+    let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
+    Some(
+        parse(&text)
+            .into_iter()
+            .filter(|i| i.name != "lo")
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -107,5 +129,39 @@ mod tests {
         let mine = read_in(Path::new("/proc/self/ns/net"));
         assert!(mine.is_some());
         assert!(read_in(Path::new("/nonexistent/netns")).is_none());
+    }
+
+    #[test]
+    fn one_thread_reads_each_namespace_in_its_own() {
+        if !berth_testkit::root_or_skip("one_thread_reads_each_namespace_in_its_own") {
+            return;
+        }
+        // A namespace with nothing but lo, pinned by the thread in it for
+        // as long as the test needs it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            tx.send(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()))
+                .unwrap();
+            let _ = done_rx.recv();
+        });
+        let empty = rx.recv().unwrap();
+        let host = Path::new("/proc/self/ns/net");
+        let mut got = vec![None; 4];
+        read_many(
+            &[
+                host,
+                Path::new(&empty),
+                Path::new("/nonexistent/netns"),
+                host,
+            ],
+            |i, r| got[i] = r.map(|v| v.len()),
+        );
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let on_host = read_in(host).unwrap().len();
+        assert!(on_host > 0, "the host has interfaces besides lo");
+        assert_eq!(got, [Some(on_host), Some(0), None, Some(on_host)]);
     }
 }

@@ -355,6 +355,7 @@ impl RuntimeService for RuntimeSvc {
         let r = request.into_inner();
         let linux = r.linux.ok_or_else(|| error::missing("linux"))?;
         let shared = self.shared.clone();
+        let id = r.container_id.clone();
         tokio::spawn(async move {
             shared
                 .containers
@@ -364,6 +365,8 @@ impl RuntimeService for RuntimeSvc {
         .await
         .map_err(error::join)?
         .map_err(error::container)?;
+        // The stats tick reads limits on its slow clock: this one now.
+        self.shared.stats.settings_changed(&id);
         Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
 

@@ -170,18 +170,18 @@ pub fn list_pods(
 /// Samples on berthd's stats clock until the process ends. A tick that
 /// overruns its period delays the next one rather than piling up.
 pub async fn run(shared: Arc<Shared>) {
-    let (every, walk_every) = shared.stats.intervals();
+    let (every, slow_every) = shared.stats.intervals();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_walk: Option<Instant> = None;
+    let mut last_slow: Option<Instant> = None;
     loop {
         tick.tick().await;
-        let walk = last_walk.is_none_or(|t| t.elapsed() >= walk_every);
-        if walk {
-            last_walk = Some(Instant::now());
+        let slow = last_slow.is_none_or(|t| t.elapsed() >= slow_every);
+        if slow {
+            last_slow = Some(Instant::now());
         }
         let s = shared.clone();
-        let pass = move || s.stats.sample_all(&s.pods, &s.containers, walk);
+        let pass = move || s.stats.sample_all(&s.pods, &s.containers, slow);
         if let Err(e) = tokio::task::spawn_blocking(pass).await {
             tracing::warn!(error = %e, "stats tick failed");
         }
