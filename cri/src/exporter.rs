@@ -200,9 +200,11 @@ impl Exporter {
             })?;
         }
 
-        // Shims of this berthd (their --dir is under its state dir).
-        let shim_dir = format!("{}/shims/", shared.config.daemon.state_dir.display());
-        let shims = procs::find(|c| procs::has_arg(c, "--dir", &shim_dir));
+        // Shims of this berthd (each in its directory under the state dir).
+        let shims = procs::with_pid_files(
+            &shared.config.daemon.state_dir.join("shims"),
+            berth_shim::proto::PID_FILE,
+        );
         let shim_rss: u64 = shims.iter().filter_map(|p| procs::rss(p)).sum();
         family(
             enc,
@@ -423,10 +425,7 @@ pub async fn start(
     let file = shared.config.daemon.state_dir.join(ADDRESS_FILE);
     berth_util::fs::write_atomic(&file, format!("{bound}\n").as_bytes(), 0o644)?;
     tracing::info!(address = %bound, "metrics endpoint listening");
-    let endpoint = Arc::new(Endpoint {
-        registry: registry(shared),
-        ready: Default::default(),
-    });
+    let endpoint = Arc::new(Endpoint::new(registry(shared)));
     let task = tokio::spawn(berth_metrics::http::serve(listener, endpoint.clone()));
     Ok(Some((endpoint, task)))
 }

@@ -1,5 +1,6 @@
 //! Processes and the node, read from /proc and /sys: which processes are
-//! berth's shims, how much memory they hold, and the node's capacity.
+//! berth's shims (by their pid files), how much memory they hold, and the
+//! node's capacity.
 
 use std::path::Path;
 
@@ -18,26 +19,33 @@ pub fn rss(pid: &str) -> Option<u64> {
     Some(pages * page_size())
 }
 
-/// The pids whose command line (NUL-separated arguments) `matches`.
-pub fn find(matches: impl Fn(&[u8]) -> bool) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir("/proc") else {
+/// The live processes that keep a pid file in a directory of their own
+/// under `parent` (`parent/<name>/<pid_file>`, as shims do) and name that
+/// directory on their command line (`--dir <dir>`): the check that a pid
+/// file's pid was not reused by another process. One directory listing
+/// and two small reads per process, not a walk of all of /proc.
+pub fn with_pid_files(parent: &Path, pid_file: &str) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(parent) else {
         return Vec::new();
     };
     rd.flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
-        .filter(|pid| {
-            std::fs::read(Path::new("/proc").join(pid).join("cmdline")).is_ok_and(|c| matches(&c))
+        .filter_map(|e| {
+            let dir = e.path();
+            let pid = std::fs::read_to_string(dir.join(pid_file)).ok()?;
+            let pid = pid.trim();
+            if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let cmdline = std::fs::read(Path::new("/proc").join(pid).join("cmdline")).ok()?;
+            let dir = dir.to_str()?;
+            cmdline
+                .split(|b| *b == 0)
+                .collect::<Vec<_>>()
+                .windows(2)
+                .any(|w| w[0] == b"--dir" && w[1] == dir.as_bytes())
+                .then(|| pid.to_owned())
         })
         .collect()
-}
-
-/// Whether the NUL-separated `cmdline` has `flag` followed by an argument
-/// starting with `prefix`.
-pub fn has_arg(cmdline: &[u8], flag: &str, prefix: &str) -> bool {
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    args.windows(2)
-        .any(|w| w[0] == flag.as_bytes() && w[1].starts_with(prefix.as_bytes()))
 }
 
 /// The node's CPUs online and its memory, in bytes.
@@ -63,11 +71,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn this_process_is_found_and_measured() {
+    fn this_process_is_measured() {
         let me = std::process::id().to_string();
-        let mine = std::fs::read(format!("/proc/{me}/cmdline")).unwrap();
-        let found = find(|c| c == mine.as_slice());
-        assert!(found.contains(&me), "{found:?}");
         assert!(rss(&me).unwrap() > 0);
         assert!(rss("999999999").is_none());
         let (cpus, mem) = capacity();
@@ -75,10 +80,40 @@ mod tests {
     }
 
     #[test]
-    fn flags_and_values() {
-        let c = b"berth-shim\0--pod-id\0p1\0--dir\0/run/berth/shims/p1\0";
-        assert!(has_arg(c, "--dir", "/run/berth/shims/"));
-        assert!(!has_arg(c, "--dir", "/run/other/"));
-        assert!(!has_arg(c, "--pod-id", "/run/berth/shims/"));
+    fn processes_are_found_by_their_pid_files() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = |n: &str| {
+            let p = d.path().join(n);
+            std::fs::create_dir(&p).unwrap();
+            p
+        };
+        let a = dir("a");
+        // A process that names its directory, as a shim does.
+        // (`read` is the shell's own: no grandchild outlives the test.)
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "read x", "sh", "--dir"])
+            .arg(&a)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::fs::write(a.join("x.pid"), format!("{}\n", child.id())).unwrap();
+        // A pid file whose pid is now another process (this one).
+        std::fs::write(dir("b").join("x.pid"), std::process::id().to_string()).unwrap();
+        std::fs::write(dir("c").join("x.pid"), "garbage").unwrap();
+        dir("d");
+        // The command line shows once the child has exec'd.
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = with_pid_files(d.path(), "x.pid");
+            if !found.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(found, [child.id().to_string()]);
+        assert!(with_pid_files(d.path(), "x.pid").is_empty(), "gone");
+        assert!(with_pid_files(&d.path().join("none"), "x.pid").is_empty());
     }
 }
