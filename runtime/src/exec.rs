@@ -120,6 +120,14 @@ fn exec_inner(g: &Global, a: ExecArgs) -> Result<i32> {
         a.console_socket.is_some(),
         a.preserve_fds,
     ) {
+        if crate::setns_exec::has_user_namespace(&spec) {
+            // libcontainer 0.7's tenant does not join the user namespace:
+            // the process would run as the host's root (setns_exec.rs).
+            bail!(
+                "exec in container {} needs {why}, which berth-runtime cannot give inside a user namespace",
+                a.id
+            );
+        }
         log::debug(&format!(
             "exec in container {}: libcontainer's path for {why}",
             a.id

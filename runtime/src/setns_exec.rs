@@ -1,4 +1,4 @@
-//! exec by setns: the common exec (no terminal, no preserved fds, no user
+//! exec by setns: the common exec (no terminal, no preserved fds, no time
 //! namespace) without libcontainer's tenant machinery.
 //!
 //! libcontainer 0.7 runs an exec as three processes talking over channels,
@@ -11,7 +11,9 @@
 //! - parent: open the init's namespace files, check the init is still the
 //!   container's (start time), setns the pid namespace for children, fork;
 //! - child: new session, join the container's cgroup, raise
-//!   oom_score_adj, join ipc/uts/net/cgroup and last the mount namespace
+//!   oom_score_adj, join the user namespace (when the container has one:
+//!   first, so that it owns what the child does next), then
+//!   ipc/uts/net/cgroup and last the mount namespace
 //!   (whose root is the container's), rlimits, no_new_privs, umask, cwd,
 //!   groups and ids, close fds, seccomp (before dropping capabilities when
 //!   no_new_privs is off, so loading it may use CAP_SYS_ADMIN; after,
@@ -20,7 +22,13 @@
 //! The child reports a failure before execve through a close-on-exec pipe:
 //! EOF with no bytes means the process runs.
 //!
-//! Everything else (terminals, preserved fds, user or time namespaces,
+//! A user namespace is joined here, never left to libcontainer: 0.7's
+//! tenant joins every namespace of the container *but* the user one, so
+//! its exec would run the process as the host's root among the
+//! container's other namespaces. exec.rs refuses that path for a
+//! container with a user namespace.
+//!
+//! Everything else (terminals, preserved fds, time namespaces,
 //! AppArmor, SELinux labels, I/O priority, scheduler, CPU affinity,
 //! personality) goes through libcontainer: see [`unsupported`].
 
@@ -63,7 +71,7 @@ pub fn unsupported(
         return Some("preserved fds");
     }
     if namespace_types(spec).any(|t| !JOINED.iter().any(|(kind, ..)| t == Some(*kind))) {
-        return Some("a user or time namespace");
+        return Some("a time namespace");
     }
     if crate::payload::has_libcontainer_attribute(process) {
         return Some("a process attribute libcontainer applies");
@@ -112,8 +120,9 @@ impl CgroupJoin {
 /// in the order the child joins them: mount last, since once in it /proc
 /// and the cgroup paths are the container's. Any other type listed in the
 /// spec sends the exec to libcontainer.
-const JOINED: [(&str, &str, CloneFlags); 6] = [
+const JOINED: [(&str, &str, CloneFlags); 7] = [
     ("pid", "pid", CloneFlags::CLONE_NEWPID),
+    ("user", "user", CloneFlags::CLONE_NEWUSER),
     ("ipc", "ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", "uts", CloneFlags::CLONE_NEWUTS),
     ("network", "net", CloneFlags::CLONE_NEWNET),
@@ -129,6 +138,11 @@ fn namespace_types(spec: &Value) -> impl Iterator<Item = Option<&str>> {
         .unwrap_or_default()
         .iter()
         .map(|n| n["type"].as_str())
+}
+
+/// Whether the container has a user namespace of its own.
+pub fn has_user_namespace(spec: &Value) -> bool {
+    namespace_types(spec).any(|t| t == Some("user"))
 }
 
 /// Namespace files of the init, in [`JOINED`]'s order.
@@ -243,14 +257,25 @@ mod tests {
     }
 
     #[test]
-    fn terminals_fds_and_user_namespaces_go_to_libcontainer() {
+    fn a_user_namespace_is_joined_here_first() {
+        let s = spec(&["user", "pid", "network", "mount"]);
+        let p = json!({"args": ["sh"], "cwd": "/"});
+        assert_eq!(unsupported(&s, &p, false, false, 0), None);
+        assert!(has_user_namespace(&s));
+        assert!(!has_user_namespace(&spec(&["pid", "mount"])));
+        let kinds: Vec<&str> = JOINED.iter().map(|(k, ..)| *k).collect();
+        assert_eq!(kinds[..2], ["pid", "user"], "user before every joined one");
+        assert_eq!(kinds.last(), Some(&"mount"));
+    }
+
+    #[test]
+    fn terminals_fds_and_time_namespaces_go_to_libcontainer() {
         let s = spec(&["pid", "mount"]);
         let p = json!({"args": ["sh"]});
         assert!(unsupported(&s, &p, true, false, 0).is_some());
         assert!(unsupported(&s, &p, false, true, 0).is_some());
         assert!(unsupported(&s, &json!({"terminal": true}), false, false, 0).is_some());
         assert!(unsupported(&s, &p, false, false, 2).is_some());
-        assert!(unsupported(&spec(&["mount", "user"]), &p, false, false, 0).is_some());
         assert!(unsupported(&spec(&["time"]), &p, false, false, 0).is_some());
         assert!(unsupported(&s, &json!({"apparmorProfile": "x"}), false, false, 0).is_some());
         let mut with_personality = s.clone();
