@@ -13,6 +13,7 @@ use berth_util::time::now_ns;
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 
 use crate::error::RuntimeError;
+use crate::idmap::Idmap;
 use crate::record::{
     CONTAINER_NAMES, CONTAINERS, ContainerRecord, ImageRef, State, reservation_key,
 };
@@ -46,6 +47,18 @@ pub struct SandboxView {
     pub cgroup: String,
     /// The namespaces and files the pod's containers join.
     pub join: berth_spec::Sandbox,
+    /// The pod's own user namespace, if it has one: its containers' layers
+    /// and idmapped volumes are mapped through it (idmap.rs).
+    pub userns: Option<PodUserNs>,
+}
+
+/// A pod's own user namespace, as its containers' mounts need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodUserNs {
+    /// Where berth-pod pinned it.
+    pub path: PathBuf,
+    /// The host uid and gid of the pod's root.
+    pub root: (u32, u32),
 }
 
 #[derive(Debug)]
@@ -114,7 +127,12 @@ impl Containers {
         let layout = Layout::new(&self.inner.paths.containers, &id);
         let mounting = {
             let (l, lowers) = (layout.clone(), req.image.lowers.clone());
-            tokio::task::spawn_blocking(move || rootfs::mount_rootfs(&l, &lowers))
+            let userns = pod.userns.clone();
+            tokio::task::spawn_blocking(move || {
+                let idmap = userns.map(|u| Idmap::open(&u.path, u.root)).transpose()?;
+                rootfs::mount_rootfs(&l, &lowers, idmap.as_ref())?;
+                Ok::<_, std::io::Error>(idmap)
+            })
         };
         let reserved = self.inner.store.write_unsynced(|tx| {
             if let Some(other) = tx.get(&CONTAINER_NAMES, &key)? {
@@ -143,7 +161,10 @@ impl Containers {
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         let parts = match mounted {
-            Ok(()) => self.create_parts(&req, &rec, runtime, log_path).await,
+            Ok(idmap) => {
+                self.create_parts(&req, &rec, runtime, log_path, idmap.as_ref())
+                    .await
+            }
             Err(e) => Err(e),
         };
         match parts {
@@ -175,11 +196,12 @@ impl Containers {
         rec: &ContainerRecord,
         runtime: proto::Runtime,
         log_path: Option<PathBuf>,
+        idmap: Option<&Idmap>,
     ) -> Result<(u32, crate::record::User), RuntimeError> {
         let layout = Layout::new(&self.inner.paths.containers, &rec.id);
         let pod = req.pod;
         let rootfs_path = layout.rootfs();
-        let spec = berth_spec::generate(&SpecInput {
+        let mut spec = berth_spec::generate(&SpecInput {
             id: &rec.id,
             config: &req.config,
             sandbox_config: &req.sandbox_config,
@@ -191,6 +213,8 @@ impl Containers {
             rlimits: &self.inner.rlimits,
             pids_limit: self.inner.config.default_pids_limit,
         })?;
+        crate::idmap::stage_volumes(&mut spec, idmap, &layout.idmapped())
+            .map_err(|e| RuntimeError::io("idmapped volumes", e))?;
         let user = spec
             .process()
             .as_ref()

@@ -6,7 +6,7 @@
 //! One module per operation on the shared `Containers` handle
 //! (`service`): `create`, `start_stop` (and exits), `remove`, `exec`,
 //! `update`, `recover`, `stream` (streaming exec and attach); beside them the records (`record`), the rootfs
-//! (`rootfs`), the shim client (`shim`), the runtime handlers' sealed
+//! (`rootfs`, with `idmap` for user-namespaced pods), the shim client (`shim`), the runtime handlers' sealed
 //! copies (`sealed`) and the config.
 
 pub mod config;
@@ -15,6 +15,7 @@ mod create;
 pub mod error;
 pub mod events;
 mod exec;
+pub mod idmap;
 pub mod record;
 mod recover;
 mod remove;
@@ -27,7 +28,7 @@ pub mod stream;
 mod update;
 
 pub use config::{Config, Handler};
-pub use create::{CreateRequest, ImageInfo, SandboxView, resolve_log_path};
+pub use create::{CreateRequest, ImageInfo, PodUserNs, SandboxView, resolve_log_path};
 pub use error::RuntimeError;
 pub use exec::ExecOutput;
 pub use record::{ContainerRecord, ImageRef, State};

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
+use crate::idmap::{self, Idmap};
+
 /// The directories of one container.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -28,6 +30,11 @@ impl Layout {
     }
     pub fn work(&self) -> PathBuf {
         self.dir.join("work")
+    }
+    /// Idmapped volumes of a container in a user-namespaced pod, attached
+    /// here for the runtime to bind (idmap.rs).
+    pub fn idmapped(&self) -> PathBuf {
+        self.dir.join("idmapped")
     }
     /// The OCI bundle: config.json, and the runtime's log and pid file.
     pub fn bundle(&self) -> PathBuf {
@@ -79,8 +86,10 @@ pub fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Res
     Ok(data)
 }
 
-/// Creates the container's dirs and mounts its rootfs.
-pub fn mount_rootfs(layout: &Layout, lowers: &[PathBuf]) -> io::Result<()> {
+/// Creates the container's dirs and mounts its rootfs. With `idmap` (a
+/// pod with its own user namespace) the layers are idmapped through it
+/// and the upper dir is its root's (see idmap.rs for why not the overlay).
+pub fn mount_rootfs(layout: &Layout, lowers: &[PathBuf], idmap: Option<&Idmap>) -> io::Result<()> {
     for d in [
         layout.upper(),
         layout.work(),
@@ -89,7 +98,20 @@ pub fn mount_rootfs(layout: &Layout, lowers: &[PathBuf]) -> io::Result<()> {
     ] {
         fs::create_dir_all(&d)?;
     }
-    let data = overlay_options(lowers, &layout.upper(), &layout.work())?;
+    // Held until the overlay is mounted: it keeps the layers it was given.
+    let mut trees = Vec::new();
+    let lowers: Vec<PathBuf> = match idmap {
+        None => lowers.to_vec(),
+        Some(m) => {
+            for l in lowers {
+                trees.push(m.tree(l, false)?);
+            }
+            let (uid, gid) = m.root;
+            std::os::unix::fs::chown(layout.upper(), Some(uid), Some(gid))?;
+            trees.iter().map(idmap::fd_path).collect()
+        }
+    };
+    let data = overlay_options(&lowers, &layout.upper(), &layout.work())?;
     mount(
         Some("overlay"),
         &layout.rootfs(),
@@ -100,8 +122,10 @@ pub fn mount_rootfs(layout: &Layout, lowers: &[PathBuf]) -> io::Result<()> {
     .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("mounting overlay: {e}")))
 }
 
-/// Unmounts the rootfs; one that is not mounted (or gone) is fine.
+/// Unmounts the rootfs and idmapped volumes; what is not mounted (or
+/// gone) is fine.
 pub fn unmount(layout: &Layout) -> io::Result<()> {
+    idmap::unmount_staged(&layout.idmapped())?;
     let rootfs = layout.rootfs();
     match umount2(&rootfs, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),

@@ -155,6 +155,19 @@ impl Containers {
             })
     }
 
+    /// Whether a handler ("" = the default) can run a pod's containers in
+    /// the pod's user namespace: its runtime lists `user` among the
+    /// namespaces of its `features`. That is all berth needs of it: the
+    /// namespace exists (berth-pod) and the idmapped mounts are made by
+    /// berthd (idmap.rs), so the runtime only joins it by path. A runtime
+    /// that cannot tell (no `features`) is taken as unable.
+    pub fn handler_supports_userns(&self, handler: &str) -> bool {
+        self.runtime_for(handler)
+            .ok()
+            .and_then(|rt| self.inner.sealed.features(&rt))
+            .is_some_and(|f| features_list_userns(&f))
+    }
+
     /// The binary of a handler ("" = the default), if it can be found.
     pub fn handler_binary(&self, handler: &str) -> Result<PathBuf, RuntimeError> {
         self.runtime_for(handler).map(|r| r.path)
@@ -296,6 +309,13 @@ impl Containers {
     }
 }
 
+/// A runtime's `features` document lists user namespaces.
+fn features_list_userns(f: &serde_json::Value) -> bool {
+    f.pointer("/linux/namespaces")
+        .and_then(|n| n.as_array())
+        .is_some_and(|n| n.iter().any(|v| v == "user"))
+}
+
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, RuntimeError> {
     let bytes =
         std::fs::read(p).map_err(|e| RuntimeError::io(format!("reading {}", p.display()), e))?;
@@ -303,4 +323,21 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T, R
         path: p.to_owned(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_namespaces_are_read_from_features() {
+        let runc_1_1 = serde_json::json!({
+            "ociVersionMin": "1.0.0",
+            "linux": {"namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"]}
+        });
+        assert!(features_list_userns(&runc_1_1));
+        let without = serde_json::json!({"linux": {"namespaces": ["ipc", "mount", "pid"]}});
+        assert!(!features_list_userns(&without));
+        assert!(!features_list_userns(&serde_json::json!({})));
+    }
 }

@@ -23,16 +23,23 @@ pub trait PodKernel: Send + Sync + std::fmt::Debug + 'static {
     /// Whether shared PID namespaces can be held (the holder binary exists).
     fn holds_pid_namespaces(&self) -> bool;
     /// Starts the PID-namespace holder of `pod_id`, in the namespaces
-    /// pinned at `join`; returns its pid.
-    fn spawn_holder(&self, pod_id: &str, join: &[PathBuf]) -> io::Result<u32>;
+    /// pinned at `join` and, when the pod has one, as root of its user
+    /// namespace pinned at `user` (which then owns the PID namespace);
+    /// returns its pid.
+    fn spawn_holder(&self, pod_id: &str, user: Option<&Path>, join: &[PathBuf]) -> io::Result<u32>;
     /// Kills every holder of `pod_id` still running: `known` (the pid berth
     /// recorded) and any other found by its command line, which names the
     /// pod (a crash may have come before the pid was recorded).
     fn stop_holders(&self, pod_id: &str, known: Option<u32>);
-    /// Mounts the pod's /dev/shm (tmpfs of `size_mib`) at `path`.
-    fn mount_shm(&self, path: &Path, size_mib: u64) -> io::Result<()>;
+    /// Mounts the pod's /dev/shm (tmpfs of `size_mib`) at `path`, its root
+    /// owned by `owner` (uid, gid; the pod's root in a user namespace of
+    /// its own) or by root.
+    fn mount_shm(&self, path: &Path, size_mib: u64, owner: Option<(u32, u32)>) -> io::Result<()>;
     /// Unmounts it; not mounted is fine.
     fn unmount_shm(&self, path: &Path) -> io::Result<()>;
+    /// Gives a file berth wrote for the pod to `owner` (uid, gid): the
+    /// pod's root, when it has a user namespace of its own.
+    fn own(&self, path: &Path, owner: (u32, u32)) -> io::Result<()>;
 }
 
 /// The host's kernel.
@@ -51,7 +58,7 @@ impl HostKernel {
 
 impl PodKernel for HostKernel {
     fn create_namespaces(&self, req: &NsRequest) -> Result<(), NsError> {
-        ns::create(req)
+        crate::userns::create(req)
     }
 
     fn unpin_namespace(&self, path: &Path) -> io::Result<()> {
@@ -62,12 +69,15 @@ impl PodKernel for HostKernel {
         self.holder_exe.is_some()
     }
 
-    fn spawn_holder(&self, pod_id: &str, join: &[PathBuf]) -> io::Result<u32> {
+    fn spawn_holder(&self, pod_id: &str, user: Option<&Path>, join: &[PathBuf]) -> io::Result<u32> {
         let exe = self
             .holder_exe
             .as_ref()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no holder binary"))?;
-        pidns::spawn_holder(exe, pod_id, join)
+        match user {
+            Some(user) => crate::userns::spawn_holder(exe, pod_id, user, join),
+            None => pidns::spawn_holder(exe, pod_id, join),
+        }
     }
 
     fn stop_holders(&self, pod_id: &str, known: Option<u32>) {
@@ -79,9 +89,12 @@ impl PodKernel for HostKernel {
         }
     }
 
-    fn mount_shm(&self, path: &Path, size_mib: u64) -> io::Result<()> {
+    fn mount_shm(&self, path: &Path, size_mib: u64, owner: Option<(u32, u32)>) -> io::Result<()> {
         std::fs::create_dir_all(path)?;
-        let opts = format!("mode=1777,size={size_mib}m");
+        let mut opts = format!("mode=1777,size={size_mib}m");
+        if let Some((uid, gid)) = owner {
+            opts.push_str(&format!(",uid={uid},gid={gid}"));
+        }
         mount(
             Some("shm"),
             path,
@@ -97,5 +110,9 @@ impl PodKernel for HostKernel {
             Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn own(&self, path: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
     }
 }

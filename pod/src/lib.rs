@@ -12,6 +12,7 @@ pub mod pidns;
 pub mod pods;
 pub mod spec;
 pub mod sysctl;
+pub mod userns;
 
 pub use config::{CgroupDriver, Config};
 pub use error::{NetworkError, PodError};

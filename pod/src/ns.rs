@@ -2,7 +2,8 @@
 //! dedicated thread (never a tokio worker: namespaces are per thread) and
 //! kept alive by bind-mounting `/proc/thread-self/ns/<kind>` onto a file,
 //! like `ip netns`. The hostname and the pod's sysctls are set from inside,
-//! before the thread ends.
+//! before the thread ends. A pod with a user namespace of its own gets its
+//! namespaces from a helper process instead (userns.rs).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 
+use crate::spec::UserNs;
 use crate::sysctl::{self, SysctlNs};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,12 @@ pub enum NsError {
         value: String,
         source: std::io::Error,
     },
+    /// A step of making the pod's user namespace (userns.rs).
+    #[error("user namespace: {step}: {source}")]
+    UserNs {
+        step: &'static str,
+        source: std::io::Error,
+    },
     #[error("namespace thread failed")]
     Thread,
     /// The shared PID namespace's holder process could not be started.
@@ -45,11 +53,19 @@ pub struct NsRequest {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// A user namespace of the pod's own, pinned at the path, owning the
+    /// others (userns.rs); `None`: they belong to the host's.
+    pub user: Option<(PathBuf, UserNs)>,
     pub hostname: Option<String>,
     pub sysctls: Vec<(String, String)>,
 }
 
 fn pin(kind: &str, path: &Path) -> Result<(), NsError> {
+    pin_from(Path::new(&format!("/proc/thread-self/ns/{kind}")), path)
+}
+
+/// Pins the namespace file `src` (a `/proc/.../ns/<kind>`) at `path`.
+pub(crate) fn pin_from(src: &Path, path: &Path) -> Result<(), NsError> {
     let err = |source| NsError::Pin {
         path: path.to_owned(),
         source,
@@ -58,9 +74,8 @@ fn pin(kind: &str, path: &Path) -> Result<(), NsError> {
         fs::create_dir_all(dir).map_err(err)?;
     }
     fs::File::create(path).map_err(err)?;
-    let src = format!("/proc/thread-self/ns/{kind}");
     mount(
-        Some(src.as_str()),
+        Some(src),
         path,
         None::<&str>,
         MsFlags::MS_BIND,
@@ -101,6 +116,17 @@ fn inside(req: &NsRequest) -> Result<(), NsError> {
         what: what.join(","),
         source,
     })?;
+    configure(req)?;
+    for (path, kind) in [(&req.net, "net"), (&req.ipc, "ipc"), (&req.uts, "uts")] {
+        if let Some(p) = path {
+            pin(kind, p)?;
+        }
+    }
+    Ok(())
+}
+
+/// The hostname and sysctls, set from a thread in the pod's namespaces.
+fn configure(req: &NsRequest) -> Result<(), NsError> {
     if let (Some(_), Some(h)) = (&req.uts, &req.hostname) {
         nix::unistd::sethostname(h).map_err(|source| NsError::Hostname {
             hostname: h.clone(),
@@ -115,15 +141,42 @@ fn inside(req: &NsRequest) -> Result<(), NsError> {
             source,
         })?;
     }
-    for (path, kind) in [(&req.net, "net"), (&req.ipc, "ipc"), (&req.uts, "uts")] {
-        if let Some(p) = path {
-            pin(kind, p)?;
-        }
-    }
     Ok(())
 }
 
-/// Creates and pins the requested namespaces. On error nothing stays pinned.
+/// Sets the hostname and sysctls of namespaces made and pinned elsewhere
+/// (userns.rs), from a thread that joins them.
+pub(crate) fn configure_pinned(req: &NsRequest) -> Result<(), NsError> {
+    let r = req.clone();
+    std::thread::Builder::new()
+        .name("berth-ns".into())
+        .spawn(move || {
+            for (path, flag) in [
+                (&r.uts, CloneFlags::CLONE_NEWUTS),
+                (&r.net, CloneFlags::CLONE_NEWNET),
+                (&r.ipc, CloneFlags::CLONE_NEWIPC),
+            ] {
+                if let Some(p) = path {
+                    let f = fs::File::open(p).map_err(|source| NsError::Pin {
+                        path: p.clone(),
+                        source,
+                    })?;
+                    nix::sched::setns(&f, flag).map_err(|source| NsError::Unshare {
+                        what: format!("joining {}", p.display()),
+                        source,
+                    })?;
+                }
+            }
+            configure(&r)
+        })
+        .map_err(|_| NsError::Thread)?
+        .join()
+        .map_err(|_| NsError::Thread)?
+}
+
+/// Creates and pins the requested namespaces, owned by the host's user
+/// namespace (a pod with one of its own: `userns::create`). On error
+/// nothing stays pinned.
 pub fn create(req: &NsRequest) -> Result<(), NsError> {
     let r = req.clone();
     let result = std::thread::Builder::new()
@@ -133,11 +186,22 @@ pub fn create(req: &NsRequest) -> Result<(), NsError> {
         .join()
         .map_err(|_| NsError::Thread)?;
     if result.is_err() {
-        for p in [&req.net, &req.ipc, &req.uts].into_iter().flatten() {
-            let _ = unpin(p);
-        }
+        unpin_all(req);
     }
     result
+}
+
+/// Unpins every namespace `req` names; the user namespace last (it owns
+/// the others).
+pub(crate) fn unpin_all(req: &NsRequest) {
+    let user = req.user.as_ref().map(|(p, _)| p);
+    for p in [&req.net, &req.ipc, &req.uts]
+        .into_iter()
+        .flatten()
+        .chain(user)
+    {
+        let _ = unpin(p);
+    }
 }
 
 /// Which namespace a sysctl needs, checked against what the pod has.

@@ -134,6 +134,9 @@ impl<N: PodNetwork> Pods<N> {
         let ns = spec.namespaces;
         // A pod-wide PID namespace (pid = POD) has no process until a
         // container starts; it is created with the pod's first container.
+        if spec.userns.is_some() {
+            crate::userns::check_namespaces(&ns).map_err(PodError::InvalidArgument)?;
+        }
         for name in spec.sysctls.keys() {
             ns::check_sysctl(name, ns.network != NsMode::Node, ns.ipc != NsMode::Node)
                 .map_err(PodError::InvalidArgument)?;
@@ -173,6 +176,7 @@ impl<N: PodNetwork> Pods<N> {
             ipcns: (ns.ipc != NsMode::Node).then(|| state_pod.join("ipc")),
             // The UTS namespace follows the network one, as in Kubernetes.
             utsns: own_net.then(|| state_pod.join("uts")),
+            userns: spec.userns.is_some().then(|| state_pod.join("user")),
             cgroup,
             ips: Vec::new(),
             shm: (ns.ipc != NsMode::Node).then(|| files_dir.join("shm")),
@@ -257,6 +261,7 @@ impl<N: PodNetwork> Pods<N> {
             net: rec.netns.clone(),
             ipc: rec.ipcns.clone(),
             uts: rec.utsns.clone(),
+            user: rec.userns.clone().zip(rec.spec.userns),
             hostname: rec.utsns.as_ref().map(|_| hostname.clone()),
             sysctls: rec
                 .spec
@@ -282,10 +287,13 @@ impl<N: PodNetwork> Pods<N> {
                 .cloned()
                 .collect();
             let kernel = self.kernel.clone();
-            let pid = tokio::task::spawn_blocking(move || kernel.spawn_holder(&id, &join))
-                .await
-                .map_err(|_| PodError::Namespaces(ns::NsError::Thread))?
-                .map_err(|e| PodError::Namespaces(ns::NsError::PidHolder(e)))?;
+            let user = rec.userns.clone();
+            let pid = tokio::task::spawn_blocking(move || {
+                kernel.spawn_holder(&id, user.as_deref(), &join)
+            })
+            .await
+            .map_err(|_| PodError::Namespaces(ns::NsError::Thread))?
+            .map_err(|e| PodError::Namespaces(ns::NsError::PidHolder(e)))?;
             rec.pid_holder = Some(pid);
             self.cgroups
                 .add_process(&cg, pid)
@@ -295,9 +303,12 @@ impl<N: PodNetwork> Pods<N> {
                 })?;
         }
         std::fs::create_dir_all(&rec.files_dir).map_err(PodError::Files)?;
+        // In a user namespace of the pod's own, what berth makes for the
+        // pod is its root's, as the pod sees it.
+        let owner = rec.spec.userns.map(|u| u.root());
         if let Some(shm) = &rec.shm {
             self.kernel
-                .mount_shm(shm, self.config.shm_size_mib)
+                .mount_shm(shm, self.config.shm_size_mib, owner)
                 .map_err(PodError::Files)?;
         }
         if let Some(netns) = rec.netns.clone() {
@@ -314,7 +325,12 @@ impl<N: PodNetwork> Pods<N> {
         }
         let host_resolv = std::fs::read_to_string(&self.host_resolv).unwrap_or_default();
         let write = |name: &str, text: String| {
-            std::fs::write(rec.files_dir.join(name), text).map_err(PodError::Files)
+            let path = rec.files_dir.join(name);
+            std::fs::write(&path, text).map_err(PodError::Files)?;
+            if let Some(owner) = owner {
+                self.kernel.own(&path, owner).map_err(PodError::Files)?;
+            }
+            Ok::<(), PodError>(())
         };
         write("hostname", format!("{hostname}\n"))?;
         write("hosts", files::hosts(&hostname, &rec.ips))?;
@@ -341,7 +357,11 @@ impl<N: PodNetwork> Pods<N> {
                 .await
                 .map_err(PodError::Network)?;
         }
-        for p in [&rec.netns, &rec.ipcns, &rec.utsns].into_iter().flatten() {
+        // The user namespace last: it owns the others.
+        for p in [&rec.netns, &rec.ipcns, &rec.utsns, &rec.userns]
+            .into_iter()
+            .flatten()
+        {
             self.kernel.unpin_namespace(p).map_err(|e| {
                 PodError::Namespaces(ns::NsError::Pin {
                     path: p.clone(),
@@ -420,7 +440,10 @@ impl<N: PodNetwork> Pods<N> {
         if let Err(e) = &stopped {
             tracing::warn!(pod_id = %rec.id, error = %e, "unwinding: stopping");
             // Namespaces must go even if the network teardown failed.
-            for p in [&rec.netns, &rec.ipcns, &rec.utsns].into_iter().flatten() {
+            for p in [&rec.netns, &rec.ipcns, &rec.utsns, &rec.userns]
+                .into_iter()
+                .flatten()
+            {
                 let _ = self.kernel.unpin_namespace(p);
             }
             let _ = self.remove_state_dir(&rec.id);

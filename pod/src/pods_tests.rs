@@ -33,7 +33,12 @@ impl FakeKernel {
 
 impl PodKernel for FakeKernel {
     fn create_namespaces(&self, req: &NsRequest) -> Result<(), NsError> {
-        for p in [&req.net, &req.ipc, &req.uts].into_iter().flatten() {
+        let user = req.user.as_ref().map(|(p, _)| p);
+        for p in [&req.net, &req.ipc, &req.uts]
+            .into_iter()
+            .flatten()
+            .chain(user)
+        {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, b"pinned").unwrap();
         }
@@ -49,16 +54,34 @@ impl PodKernel for FakeKernel {
     fn holds_pid_namespaces(&self) -> bool {
         true
     }
-    fn spawn_holder(&self, pod_id: &str, _join: &[PathBuf]) -> std::io::Result<u32> {
-        self.record(format!("holder {pod_id}"));
+    fn spawn_holder(
+        &self,
+        pod_id: &str,
+        user: Option<&Path>,
+        _join: &[PathBuf],
+    ) -> std::io::Result<u32> {
+        match user {
+            Some(u) => self.record(format!("holder {pod_id} in {}", u.display())),
+            None => self.record(format!("holder {pod_id}")),
+        }
         Ok(4242)
     }
     fn stop_holders(&self, pod_id: &str, known: Option<u32>) {
         self.record(format!("stop holders {pod_id} {known:?}"));
     }
-    fn mount_shm(&self, path: &Path, _size_mib: u64) -> std::io::Result<()> {
+    fn mount_shm(
+        &self,
+        path: &Path,
+        _size_mib: u64,
+        owner: Option<(u32, u32)>,
+    ) -> std::io::Result<()> {
         std::fs::create_dir_all(path)?;
-        std::fs::write(path.join(".mounted"), b"")
+        std::fs::write(path.join(".mounted"), format!("{owner:?}"))
+    }
+    fn own(&self, path: &Path, owner: (u32, u32)) -> std::io::Result<()> {
+        let name = path.file_name().unwrap().to_string_lossy();
+        self.record(format!("own {name} {owner:?}"));
+        Ok(())
     }
     fn unmount_shm(&self, path: &Path) -> std::io::Result<()> {
         match std::fs::remove_file(path.join(".mounted")) {
@@ -156,6 +179,7 @@ fn spec(name: &str, pid: NsMode) -> SandboxSpec {
             pid,
             ipc: NsMode::Pod,
         },
+        userns: None,
         runtime_handler: String::new(),
         cri_config: String::new(),
     }
@@ -211,6 +235,64 @@ async fn a_failed_network_setup_unwinds_everything() {
     w.network.fail_setup.store(false, Ordering::SeqCst);
     let id = w.pods.run(spec("web", NsMode::Container)).await.unwrap();
     assert_eq!(w.pods.status(&id).unwrap().state, SandboxState::Ready);
+}
+
+fn userns_spec(name: &str) -> SandboxSpec {
+    let map = |host_id| crate::spec::IdMap {
+        container_id: 0,
+        host_id,
+        length: 65536,
+    };
+    SandboxSpec {
+        userns: Some(crate::spec::UserNs {
+            uids: map(200_000),
+            gids: map(300_000),
+        }),
+        ..spec(name, NsMode::Pod)
+    }
+}
+
+#[tokio::test]
+async fn a_user_namespace_owns_the_pods_namespaces_files_and_holder() {
+    let w = world();
+    let id = w.pods.run(userns_spec("web")).await.unwrap();
+    let rec = w.pods.status(&id).unwrap();
+    let user = rec.userns.clone().unwrap();
+    assert_eq!(user, w.tmp.path().join("state/pods").join(&id).join("user"));
+    assert!(user.exists(), "pinned with the others");
+    let calls = w.kernel.calls();
+    assert!(
+        calls.contains(&format!("holder {id} in {}", user.display())),
+        "{calls:?}"
+    );
+    for f in ["hostname", "hosts", "resolv.conf"] {
+        assert!(
+            calls.contains(&format!("own {f} (200000, 300000)")),
+            "{f}: {calls:?}"
+        );
+    }
+    let shm = std::fs::read_to_string(rec.shm.as_ref().unwrap().join(".mounted")).unwrap();
+    assert_eq!(shm, "Some((200000, 300000))");
+    // The fake holder's pid, a real file here, would keep the cgroup.
+    let procs = w
+        .tmp
+        .path()
+        .join("cgroup")
+        .join(rec.cgroup.trim_start_matches('/'))
+        .join("cgroup.procs");
+    std::fs::remove_file(procs).unwrap();
+    w.pods.remove(&id).await.unwrap();
+    assert!(!user.exists());
+    assert_eq!(w.left(), Vec::<String>::new());
+
+    // Without its own network, IPC or PID namespace: refused before any
+    // work.
+    let mut host_net = userns_spec("host-net");
+    host_net.namespaces.network = NsMode::Node;
+    let e = w.pods.run(host_net).await.unwrap_err();
+    assert!(matches!(e, PodError::InvalidArgument(_)), "{e}");
+    assert!(e.to_string().contains("network"), "{e}");
+    assert_eq!(w.records(), 0);
 }
 
 #[tokio::test]

@@ -45,6 +45,49 @@ pub struct NsOptions {
     pub ipc: NsMode,
 }
 
+/// One range of ids of a user namespace: `length` ids from
+/// `container_id` inside are `host_id`... on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub container_id: u32,
+    pub host_id: u32,
+    pub length: u32,
+}
+
+impl IdMap {
+    /// The host id of `id` inside, if the range maps it.
+    pub fn to_host(&self, id: u32) -> Option<u32> {
+        let off = id.checked_sub(self.container_id)?;
+        if off < self.length {
+            self.host_id.checked_add(off)
+        } else {
+            None
+        }
+    }
+
+    /// The line of `/proc/<pid>/uid_map` (or `gid_map`).
+    pub fn proc_line(&self) -> String {
+        format!("{} {} {}\n", self.container_id, self.host_id, self.length)
+    }
+}
+
+/// The pod's own user namespace (`userns_options.mode = POD`): one uid
+/// and one gid range, as kubelet's allocator gives them, checked by
+/// `userns::mapping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNs {
+    pub uids: IdMap,
+    pub gids: IdMap,
+}
+
+impl UserNs {
+    /// The host uid and gid of the pod's root (id 0 inside), which owns
+    /// the files berth writes for the pod.
+    pub fn root(&self) -> (u32, u32) {
+        (self.uids.host_id, self.gids.host_id)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dns {
     pub servers: Vec<String>,
@@ -80,6 +123,9 @@ pub struct SandboxSpec {
     pub cgroup_parent: String,
     pub sysctls: BTreeMap<String, String>,
     pub namespaces: NsOptions,
+    /// A user namespace of the pod's own; `None`: the node's.
+    #[serde(default)]
+    pub userns: Option<UserNs>,
     pub runtime_handler: String,
     /// The RunPodSandbox config as berthd received it (protobuf, base64),
     /// kept for what is decided from the pod later: a container's
@@ -110,6 +156,9 @@ pub struct SandboxRecord {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The pinned user namespace owning the others, when the pod has one.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
     /// The pod cgroup, relative to the cgroup root.
     pub cgroup: String,
     /// IPs from the network plugin: the first is the pod IP.

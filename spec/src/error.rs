@@ -119,6 +119,11 @@ pub enum SpecError {
     #[error("invalid resources: {0}")]
     InvalidResources(String),
 
+    /// The user namespace asked for cannot be given as asked (a container
+    /// disagreeing with its pod, ids its mappings do not cover).
+    #[error("user namespace: {0}")]
+    UserNamespace(String),
+
     /// A feature of the CRI request berth does not implement.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -29,6 +29,7 @@ mod rootfs;
 pub mod security;
 mod signal;
 mod user;
+mod userns;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,9 @@ pub struct Sandbox {
     pub ipc_ns: Option<PathBuf>,
     /// The pod's UTS namespace; `None`: the host's.
     pub uts_ns: Option<PathBuf>,
+    /// The pod's user namespace (pinned), when it has one of its own; its
+    /// mappings are read from the pod's stored config.
+    pub user_ns: Option<PathBuf>,
     pub pid: PidNs,
     /// The pod's hostname, for the HOSTNAME variable.
     pub hostname: String,
@@ -142,6 +146,10 @@ pub fn generate_with(input: &SpecInput, host: &Host) -> Result<Spec, SpecError> 
     let cwd = process::cwd(config, image)?;
     let image_user = image.and_then(|i| i.user().as_deref());
     let ident = user::resolve(sc, image_user, input.rootfs)?;
+    let userns = userns::userns(input.sandbox, sc, input.sandbox_config)?;
+    if let Some(u) = &userns {
+        u.check_ids(ident.uid, ident.gid, &ident.additional_gids)?;
+    }
     let mut u = User::default();
     u.set_uid(ident.uid);
     u.set_gid(ident.gid);
@@ -169,7 +177,7 @@ pub fn generate_with(input: &SpecInput, host: &Host) -> Result<Spec, SpecError> 
     );
 
     // Mounts and devices.
-    let mounts = mounts::mounts(input, sec.privileged, host)?;
+    let mounts = mounts::mounts(input, sec.privileged, host, userns.as_ref())?;
     let devs = devices::devices(config, sec.privileged, host)?;
 
     // Linux.
@@ -183,13 +191,8 @@ pub fn generate_with(input: &SpecInput, host: &Host) -> Result<Spec, SpecError> 
         pids.set_limit(input.pids_limit);
         res.set_pids(Some(pids));
     }
-    let namespaces = namespaces::namespaces(
-        input.sandbox,
-        sc,
-        input.sandbox_config,
-        sec.privileged,
-        host.cgroup2,
-    )?;
+    let namespaces =
+        namespaces::namespaces(input.sandbox, userns.as_ref(), sec.privileged, host.cgroup2);
     let sysctls = input
         .sandbox_config
         .linux
@@ -198,8 +201,8 @@ pub fn generate_with(input: &SpecInput, host: &Host) -> Result<Spec, SpecError> 
         .filter(|s| !s.is_empty());
 
     let mut linux = Linux::default();
-    linux.set_uid_mappings(None);
-    linux.set_gid_mappings(None);
+    linux.set_uid_mappings(userns.as_ref().map(|u| u.uids.clone()));
+    linux.set_gid_mappings(userns.as_ref().map(|u| u.gids.clone()));
     linux.set_sysctl(sysctls);
     linux.set_resources(Some(res));
     linux.set_cgroups_path(Some(PathBuf::from(&input.cgroups_path)));
@@ -299,6 +302,7 @@ pub(crate) mod testutil {
                 netns: Some("/run/berth/netns/pod".into()),
                 ipc_ns: Some("/run/berth/ipcns/pod".into()),
                 uts_ns: Some("/run/berth/utsns/pod".into()),
+                user_ns: None,
                 pid: PidNs::Container,
                 hostname: "pod-host".into(),
                 hostname_file: Some(dir.path().join("hostname")),

@@ -26,6 +26,7 @@ use oci_spec::runtime::Mount;
 
 use crate::error::SpecError;
 use crate::host::Host;
+use crate::userns::{MountMappings, UserNs};
 use crate::{Sandbox, SpecInput};
 
 const ETC_HOSTNAME: &str = "/etc/hostname";
@@ -50,6 +51,9 @@ struct Bind {
     propagation: i32,
     /// A pod file: missing means berth's state is broken, not the request.
     pod_file: bool,
+    /// An idmapped mount's uid and gid mappings (the pod's user
+    /// namespace's), for the OCI mount.
+    idmap: Option<MountMappings>,
 }
 
 fn oci_mount(dst: &str, typ: &str, src: &str, opts: &[&str]) -> Mount {
@@ -154,6 +158,7 @@ fn pod_binds(sandbox: &Sandbox, cri: &[CriMount], readonly_rootfs: bool) -> Vec<
                 recursive_read_only: false,
                 propagation: MountPropagation::PropagationPrivate as i32,
                 pod_file: true,
+                idmap: None,
             });
         }
     };
@@ -172,7 +177,7 @@ fn pod_binds(sandbox: &Sandbox, cri: &[CriMount], readonly_rootfs: bool) -> Vec<
     out
 }
 
-fn cri_bind(m: &CriMount) -> Result<Bind, SpecError> {
+fn cri_bind(m: &CriMount, userns: Option<&UserNs>) -> Result<Bind, SpecError> {
     let invalid = |reason: &str| SpecError::InvalidMount {
         container_path: m.container_path.clone(),
         reason: reason.into(),
@@ -189,12 +194,7 @@ fn cri_bind(m: &CriMount) -> Result<Bind, SpecError> {
     if m.host_path.is_empty() {
         return Err(invalid("no host path"));
     }
-    if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
-        return Err(SpecError::Unsupported(format!(
-            "idmapped mount at {:?}",
-            m.container_path
-        )));
-    }
+    let idmap = UserNs::mount_mappings(userns, m)?;
     if MountPropagation::try_from(m.propagation).is_err() {
         return Err(invalid(&format!("unknown propagation {}", m.propagation)));
     }
@@ -213,6 +213,7 @@ fn cri_bind(m: &CriMount) -> Result<Bind, SpecError> {
         recursive_read_only: m.recursive_read_only,
         propagation: m.propagation,
         pod_file: false,
+        idmap,
     })
 }
 
@@ -221,6 +222,7 @@ pub(crate) fn mounts(
     input: &SpecInput,
     privileged: bool,
     host: &Host,
+    userns: Option<&UserNs>,
 ) -> Result<Mounts, SpecError> {
     let cri = &input.config.mounts;
     let readonly_rootfs = input
@@ -230,7 +232,10 @@ pub(crate) fn mounts(
         .and_then(|l| l.security_context.as_ref())
         .is_some_and(|sc| sc.readonly_rootfs);
 
-    let mut binds = cri.iter().map(cri_bind).collect::<Result<Vec<_>, _>>()?;
+    let mut binds = cri
+        .iter()
+        .map(|m| cri_bind(m, userns))
+        .collect::<Result<Vec<_>, _>>()?;
     binds.extend(pod_binds(input.sandbox, cri, readonly_rootfs));
     binds.sort_by_key(|b| depth(&b.container_path));
 
@@ -291,6 +296,10 @@ pub(crate) fn mounts(
         m.set_typ(Some("bind".into()));
         m.set_source(Some(src));
         m.set_options(Some(options));
+        if let Some((uids, gids)) = &b.idmap {
+            m.set_uid_mappings(Some(uids.clone()));
+            m.set_gid_mappings(Some(gids.clone()));
+        }
         out.push(m);
     }
     Ok(Mounts {
@@ -380,7 +389,7 @@ mod tests {
     #[test]
     fn defaults_then_pod_files() {
         let f = Fixture::new();
-        let m = mounts(&f.input(), false, &host()).unwrap();
+        let m = mounts(&f.input(), false, &host(), None).unwrap();
         let dsts: Vec<&str> = m
             .mounts
             .iter()
@@ -425,7 +434,7 @@ mod tests {
         );
         assert!(m.rootfs_propagation.is_none());
         // Privileged: sysfs and cgroupfs are writable.
-        let m = mounts(&f.input(), true, &host()).unwrap();
+        let m = mounts(&f.input(), true, &host(), None).unwrap();
         assert_eq!(opts(find(&m.mounts, "/sys").unwrap()).last().unwrap(), "rw");
         assert_eq!(
             opts(find(&m.mounts, "/sys/fs/cgroup").unwrap())
@@ -440,7 +449,7 @@ mod tests {
         let mut f = Fixture::new();
         f.security_context().readonly_rootfs = true;
         f.sandbox.shm = None;
-        let m = mounts(&f.input(), false, &host()).unwrap();
+        let m = mounts(&f.input(), false, &host(), None).unwrap();
         for p in ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"] {
             assert_eq!(
                 opts(find(&m.mounts, p).unwrap()).last().unwrap(),
@@ -460,10 +469,10 @@ mod tests {
     fn missing_hostname_file_is_skipped_missing_hosts_is_an_error() {
         let mut f = Fixture::new();
         std::fs::remove_file(f.dir.path().join("hostname")).unwrap();
-        let m = mounts(&f.input(), false, &host()).unwrap();
+        let m = mounts(&f.input(), false, &host(), None).unwrap();
         assert!(find(&m.mounts, "/etc/hostname").is_none());
         f.sandbox.hosts_file = Some(f.dir.path().join("gone"));
-        let e = mounts(&f.input(), false, &host()).unwrap_err();
+        let e = mounts(&f.input(), false, &host(), None).unwrap_err();
         assert!(matches!(e, SpecError::PodFileMissing(_)), "{e}");
         assert!(!e.is_invalid_argument());
     }
@@ -492,7 +501,7 @@ mod tests {
              30 22 0:30 / {} rw master:5 - tmpfs tmpfs rw\n",
             std::fs::canonicalize(f.dir.path()).unwrap().display()
         ));
-        let m = mounts(&f.input(), false, &h).unwrap();
+        let m = mounts(&f.input(), false, &h, None).unwrap();
         let dsts: Vec<&str> = m
             .mounts
             .iter()
@@ -543,10 +552,10 @@ mod tests {
         }];
         let mut h = host();
         h.mountinfo = Some("22 1 0:21 / / rw master:1 - ext4 /dev/sda rw\n".into());
-        let e = mounts(&f.input(), false, &h).unwrap_err();
+        let e = mounts(&f.input(), false, &h, None).unwrap_err();
         assert!(matches!(e, SpecError::MountPropagation { .. }), "{e}");
         h.mountinfo = Some("22 1 0:21 / / rw shared:1 - ext4 /dev/sda rw\n".into());
-        let m = mounts(&f.input(), false, &h).unwrap();
+        let m = mounts(&f.input(), false, &h, None).unwrap();
         assert_eq!(
             opts(find(&m.mounts, "/shared").unwrap()),
             ["rbind", "rshared", "rw"]
@@ -559,7 +568,7 @@ mod tests {
         let mut f = Fixture::new();
         let d = f.mkdir("devdir");
         f.config.mounts = vec![cri(&d, "/dev")];
-        let m = mounts(&f.input(), false, &host()).unwrap();
+        let m = mounts(&f.input(), false, &host(), None).unwrap();
         let devs: Vec<&str> = m
             .mounts
             .iter()
@@ -584,17 +593,17 @@ mod tests {
             recursive_read_only: true,
             ..cri(&vol, "/ro")
         }];
-        let m = mounts(&f.input(), false, &host()).unwrap();
+        let m = mounts(&f.input(), false, &host(), None).unwrap();
         assert_eq!(
             opts(find(&m.mounts, "/ro").unwrap()),
             ["rbind", "rprivate", "ro", "rro"]
         );
         f.config.mounts[0].readonly = false;
-        let e = mounts(&f.input(), false, &host()).unwrap_err();
+        let e = mounts(&f.input(), false, &host(), None).unwrap_err();
         assert!(e.is_invalid_argument(), "{e}");
         f.config.mounts[0].readonly = true;
         f.config.mounts[0].propagation = MountPropagation::PropagationHostToContainer as i32;
-        let e = mounts(&f.input(), false, &host()).unwrap_err();
+        let e = mounts(&f.input(), false, &host(), None).unwrap_err();
         assert!(matches!(e, SpecError::InvalidMount { .. }), "{e}");
     }
 
@@ -603,12 +612,12 @@ mod tests {
         let mut f = Fixture::new();
         let gone = f.dir.path().join("does-not-exist");
         f.config.mounts = vec![cri(&gone, "/x")];
-        let e = mounts(&f.input(), false, &host()).unwrap_err();
+        let e = mounts(&f.input(), false, &host(), None).unwrap_err();
         assert!(e.is_invalid_argument());
         assert!(e.to_string().contains("does-not-exist"), "{e}");
         f.config.mounts = vec![cri(Path::new("/tmp"), "relative")];
         assert!(
-            mounts(&f.input(), false, &host())
+            mounts(&f.input(), false, &host(), None)
                 .unwrap_err()
                 .is_invalid_argument()
         );
@@ -617,7 +626,7 @@ mod tests {
             ..cri(Path::new("/tmp"), "/x")
         }];
         assert!(
-            mounts(&f.input(), false, &host())
+            mounts(&f.input(), false, &host(), None)
                 .unwrap_err()
                 .is_invalid_argument()
         );
@@ -630,7 +639,7 @@ mod tests {
         let link = f.dir.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         f.config.mounts = vec![cri(&link, "/x")];
-        let m = mounts(&f.input(), false, &host()).unwrap();
+        let m = mounts(&f.input(), false, &host(), None).unwrap();
         assert_eq!(
             find(&m.mounts, "/x").unwrap().source().as_deref(),
             Some(std::fs::canonicalize(&real).unwrap().as_path())

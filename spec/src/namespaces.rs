@@ -1,12 +1,11 @@
 //! Namespaces: a new mount namespace; pid per the sandbox (new, join, host);
 //! network/ipc/uts joined from the pod's pinned namespaces, or absent (the
-//! host's); a new cgroup namespace on cgroup v2 unless privileged
-//! (containerd). User namespaces are not supported.
+//! host's); the pod's user namespace joined when it has one (userns.rs);
+//! a new cgroup namespace on cgroup v2 unless privileged (containerd).
 
-use k8s_cri::v1::{LinuxContainerSecurityContext, NamespaceMode, PodSandboxConfig};
 use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 
-use crate::error::SpecError;
+use crate::userns::UserNs;
 use crate::{PidNs, Sandbox};
 
 fn ns(typ: LinuxNamespaceType, path: Option<&std::path::Path>) -> LinuxNamespace {
@@ -16,41 +15,19 @@ fn ns(typ: LinuxNamespaceType, path: Option<&std::path::Path>) -> LinuxNamespace
     n
 }
 
-/// Rejects user namespaces (asked by the sandbox or the container).
-fn check_userns(
-    sc: Option<&LinuxContainerSecurityContext>,
-    sandbox_config: &PodSandboxConfig,
-) -> Result<(), SpecError> {
-    let container = sc
-        .and_then(|s| s.namespace_options.as_ref())
-        .and_then(|n| n.userns_options.as_ref());
-    let pod = sandbox_config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref())
-        .and_then(|n| n.userns_options.as_ref());
-    for u in [container, pod].into_iter().flatten() {
-        if u.mode != NamespaceMode::Node as i32 {
-            return Err(SpecError::Unsupported(
-                "user namespaces (hostUsers: false)".into(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The namespaces of a container.
+/// The namespaces of a container. The user namespace comes first: every
+/// other one the container makes is then owned by it.
 pub(crate) fn namespaces(
     sandbox: &Sandbox,
-    sc: Option<&LinuxContainerSecurityContext>,
-    sandbox_config: &PodSandboxConfig,
+    userns: Option<&UserNs>,
     privileged: bool,
     cgroup2: bool,
-) -> Result<Vec<LinuxNamespace>, SpecError> {
-    check_userns(sc, sandbox_config)?;
+) -> Vec<LinuxNamespace> {
     use LinuxNamespaceType as T;
     let mut out = Vec::new();
+    if let Some(u) = userns {
+        out.push(ns(T::User, Some(&u.path)));
+    }
     match &sandbox.pid {
         PidNs::Container => out.push(ns(T::Pid, None)),
         PidNs::Pod(p) => out.push(ns(T::Pid, Some(p))),
@@ -69,13 +46,12 @@ pub(crate) fn namespaces(
     if cgroup2 && !privileged {
         out.push(ns(T::Cgroup, None));
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::{NamespaceOption, UserNamespace};
     use std::path::PathBuf;
 
     fn sandbox(pid: PidNs, joined: bool) -> Sandbox {
@@ -84,6 +60,7 @@ mod tests {
             netns: p("/run/berth/netns/p"),
             ipc_ns: p("/run/berth/ipcns/p"),
             uts_ns: p("/run/berth/utsns/p"),
+            user_ns: None,
             pid,
             hostname: "h".into(),
             hostname_file: None,
@@ -102,14 +79,7 @@ mod tests {
     #[test]
     fn pod_namespaces_are_joined() {
         use LinuxNamespaceType as T;
-        let got = namespaces(
-            &sandbox(PidNs::Container, true),
-            None,
-            &Default::default(),
-            false,
-            true,
-        )
-        .unwrap();
+        let got = namespaces(&sandbox(PidNs::Container, true), None, false, true);
         assert_eq!(
             kinds(&got),
             [
@@ -126,23 +96,14 @@ mod tests {
     #[test]
     fn host_namespaces_are_absent() {
         use LinuxNamespaceType as T;
-        let got = namespaces(
-            &sandbox(PidNs::Host, false),
-            None,
-            &Default::default(),
-            true,
-            true,
-        )
-        .unwrap();
+        let got = namespaces(&sandbox(PidNs::Host, false), None, true, true);
         assert_eq!(kinds(&got), [(T::Mount, None)]);
         let got = namespaces(
             &sandbox(PidNs::Pod("/proc/42/ns/pid".into()), false),
             None,
-            &Default::default(),
             false,
             false,
-        )
-        .unwrap();
+        );
         assert_eq!(
             kinds(&got),
             [(T::Pid, Some("/proc/42/ns/pid".into())), (T::Mount, None)]
@@ -150,45 +111,24 @@ mod tests {
     }
 
     #[test]
-    fn user_namespaces_are_unsupported() {
-        let sc = LinuxContainerSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                userns_options: Some(UserNamespace {
-                    mode: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
+    fn the_user_namespace_comes_first() {
+        use LinuxNamespaceType as T;
+        let u = UserNs {
+            path: PathBuf::from("/run/berth/pods/p/user"),
+            uids: Vec::new(),
+            gids: Vec::new(),
         };
-        let e = namespaces(
-            &sandbox(PidNs::Container, true),
-            Some(&sc),
-            &Default::default(),
-            false,
-            true,
-        )
-        .unwrap_err();
-        assert!(e.is_invalid_argument());
-        let node = LinuxContainerSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                userns_options: Some(UserNamespace {
-                    mode: NamespaceMode::Node as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert!(
-            namespaces(
-                &sandbox(PidNs::Container, true),
-                Some(&node),
-                &Default::default(),
-                false,
-                true
-            )
-            .is_ok()
+        let got = namespaces(&sandbox(PidNs::Container, true), Some(&u), false, false);
+        assert_eq!(
+            kinds(&got),
+            [
+                (T::User, Some("/run/berth/pods/p/user".into())),
+                (T::Pid, None),
+                (T::Ipc, Some("/run/berth/ipcns/p".into())),
+                (T::Uts, Some("/run/berth/utsns/p".into())),
+                (T::Mount, None),
+                (T::Network, Some("/run/berth/netns/p".into())),
+            ]
         );
     }
 }

@@ -393,3 +393,72 @@ fn json_round_trips() {
     assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], false);
     assert_eq!(v["linux"]["seccomp"]["defaultErrnoRet"], 1);
 }
+
+#[test]
+fn a_pod_user_namespace_reaches_the_spec() {
+    use k8s_cri::v1::{
+        IdMapping, Mount as CriMount, NamespaceMode, NamespaceOption, UserNamespace,
+    };
+    let map = vec![IdMapping {
+        host_id: 200_000,
+        container_id: 0,
+        length: 65536,
+    }];
+    let mut f = Fixture::new();
+    f.sandbox.user_ns = Some("/run/berth/pods/p/user".into());
+    f.sandbox_config.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                userns_options: Some(UserNamespace {
+                    mode: NamespaceMode::Pod as i32,
+                    uids: map.clone(),
+                    gids: map.clone(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let vol = f.mkdir("vol");
+    f.config.mounts = vec![
+        CriMount {
+            container_path: "/idmapped".into(),
+            host_path: vol.display().to_string(),
+            uid_mappings: map.clone(),
+            gid_mappings: map.clone(),
+            ..Default::default()
+        },
+        CriMount {
+            container_path: "/plain".into(),
+            host_path: vol.display().to_string(),
+            ..Default::default()
+        },
+    ];
+    let spec = generate_with(&f.input(), &host()).unwrap();
+    let linux = spec.linux().as_ref().unwrap();
+    let ns = linux.namespaces().as_ref().unwrap();
+    assert_eq!(ns[0].typ(), LinuxNamespaceType::User);
+    assert_eq!(
+        ns[0].path().as_deref(),
+        Some(std::path::Path::new("/run/berth/pods/p/user"))
+    );
+    let uids = linux.uid_mappings().as_ref().unwrap();
+    assert_eq!((uids[0].host_id(), uids[0].size()), (200_000, 65536));
+    assert_eq!(linux.gid_mappings(), linux.uid_mappings());
+    let mounts = spec.mounts().as_ref().unwrap();
+    let find = |d: &str| {
+        mounts
+            .iter()
+            .find(|m| m.destination().to_str() == Some(d))
+            .unwrap()
+    };
+    assert_eq!(find("/idmapped").uid_mappings(), linux.uid_mappings());
+    assert!(find("/plain").uid_mappings().is_none());
+
+    // A user outside the mappings is refused before the runtime.
+    f.security_context().run_as_user = Some(k8s_cri::v1::Int64Value { value: 70000 });
+    let e = generate_with(&f.input(), &host()).unwrap_err();
+    assert!(e.is_invalid_argument(), "{e}");
+    assert!(e.to_string().contains("uid 70000"), "{e}");
+}

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_containers::{
-    ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, SandboxView, State,
+    ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, PodUserNs, SandboxView,
+    State,
 };
 use berth_pod::{NsMode, SandboxRecord, SandboxState};
 use berth_spec::PidNs;
@@ -123,6 +124,7 @@ fn sandbox_view(pod: &SandboxRecord) -> Result<SandboxView, Status> {
             netns: pod.netns.clone(),
             ipc_ns: pod.ipcns.clone(),
             uts_ns: pod.utsns.clone(),
+            user_ns: pod.userns.clone(),
             pid,
             hostname: pod.spec.hostname.clone(),
             hostname_file: Some(pod.files_dir.join("hostname")),
@@ -130,6 +132,14 @@ fn sandbox_view(pod: &SandboxRecord) -> Result<SandboxView, Status> {
             resolv_conf: Some(pod.files_dir.join("resolv.conf")),
             shm: pod.shm.clone(),
         },
+        userns: pod
+            .userns
+            .clone()
+            .zip(pod.spec.userns)
+            .map(|(path, u)| PodUserNs {
+                path,
+                root: u.root(),
+            }),
     })
 }
 

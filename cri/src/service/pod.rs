@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use berth_pod::{
-    Dns, Metadata, NsMode, NsOptions, PodFilter, PortMapping, Protocol, SandboxRecord, SandboxSpec,
-    SandboxState,
+    Dns, IdMap, Metadata, NsMode, NsOptions, PodFilter, PortMapping, Protocol, SandboxRecord,
+    SandboxSpec, SandboxState, UserNs,
 };
 use k8s_cri::v1 as cri;
 use tonic::Status;
@@ -24,6 +24,68 @@ fn ns_mode(v: i32, what: &str) -> Result<NsMode, Status> {
         Err(_) => Err(invalid(format!(
             "namespace_options.{what}: unknown mode {v}"
         ))),
+    }
+}
+
+/// The pod's user namespace from `userns_options`: none for mode NODE
+/// (or no options: the node's, as before user namespaces), the checked
+/// mappings for POD; CONTAINER and TARGET are not user namespace modes.
+fn userns_from(u: Option<&cri::UserNamespace>) -> Result<Option<UserNs>, Status> {
+    let Some(u) = u else {
+        return Ok(None);
+    };
+    match cri::NamespaceMode::try_from(u.mode) {
+        Ok(cri::NamespaceMode::Node) => {
+            if !u.uids.is_empty() || !u.gids.is_empty() {
+                return Err(invalid(
+                    "userns_options: mappings given with mode NODE (the node's user namespace)",
+                ));
+            }
+            Ok(None)
+        }
+        Ok(cri::NamespaceMode::Pod) => {
+            let maps = |v: &[cri::IdMapping]| -> Vec<IdMap> {
+                v.iter()
+                    .map(|m| IdMap {
+                        container_id: m.container_id,
+                        host_id: m.host_id,
+                        length: m.length,
+                    })
+                    .collect()
+            };
+            let uids = berth_pod::userns::mapping("uids", &maps(&u.uids)).map_err(invalid)?;
+            let gids = berth_pod::userns::mapping("gids", &maps(&u.gids)).map_err(invalid)?;
+            Ok(Some(UserNs { uids, gids }))
+        }
+        Ok(m @ (cri::NamespaceMode::Container | cri::NamespaceMode::Target)) => {
+            Err(invalid(format!(
+                "userns_options.mode = {}: a user namespace is the pod's (POD) or the node's (NODE)",
+                m.as_str_name()
+            )))
+        }
+        Err(_) => Err(invalid(format!("userns_options: unknown mode {}", u.mode))),
+    }
+}
+
+/// The CRI's view of a pod's user namespace, for its status.
+fn userns_options(u: Option<&UserNs>) -> cri::UserNamespace {
+    let map = |m: &IdMap| {
+        vec![cri::IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        }]
+    };
+    match u {
+        None => cri::UserNamespace {
+            mode: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        },
+        Some(u) => cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: map(&u.uids),
+            gids: map(&u.gids),
+        },
     }
 }
 
@@ -57,13 +119,6 @@ pub fn spec_from(
     let linux = c.linux.unwrap_or_default();
     let sc = linux.security_context.unwrap_or_default();
     let nso = sc.namespace_options.unwrap_or_default();
-    if let Some(u) = &nso.userns_options
-        && cri::NamespaceMode::try_from(u.mode) != Ok(cri::NamespaceMode::Node)
-    {
-        return Err(invalid(
-            "user namespaces (userns_options.mode = POD) are not supported yet",
-        ));
-    }
     let namespaces = NsOptions {
         network: ns_mode(nso.network, "network")?,
         pid: ns_mode(nso.pid, "pid")?,
@@ -73,6 +128,10 @@ pub fn spec_from(
         return Err(invalid(
             "network and ipc namespaces are per pod (POD) or the node's (NODE)",
         ));
+    }
+    let userns = userns_from(nso.userns_options.as_ref())?;
+    if userns.is_some() {
+        berth_pod::userns::check_namespaces(&namespaces).map_err(invalid)?;
     }
     let mut port_mappings = Vec::new();
     for p in c.port_mappings {
@@ -114,6 +173,7 @@ pub fn spec_from(
         cgroup_parent: linux.cgroup_parent,
         sysctls: linux.sysctls.into_iter().collect(),
         namespaces,
+        userns,
         runtime_handler: handler,
         cri_config,
     })
@@ -159,6 +219,7 @@ pub fn status(rec: &SandboxRecord, verbose: bool) -> cri::PodSandboxStatusRespon
                     network: to_mode(ns.network),
                     pid: to_mode(ns.pid),
                     ipc: to_mode(ns.ipc),
+                    userns_options: Some(userns_options(rec.spec.userns.as_ref())),
                     ..Default::default()
                 }),
             }),
@@ -173,6 +234,7 @@ pub fn status(rec: &SandboxRecord, verbose: bool) -> cri::PodSandboxStatusRespon
             "netns": rec.netns,
             "ipcns": rec.ipcns,
             "utsns": rec.utsns,
+            "userns": rec.userns,
             "cgroup": rec.cgroup,
             "filesDir": rec.files_dir,
             "shm": rec.shm,
@@ -247,6 +309,147 @@ mod tests {
         assert_eq!(s.metadata.name, "web");
         assert_eq!(s.port_mappings[0].protocol, Protocol::Udp);
         assert_eq!(s.namespaces.network, NsMode::Pod);
+    }
+
+    fn with_userns(u: cri::UserNamespace) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        userns_options: Some(u),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..config()
+        }
+    }
+
+    fn ids(host_id: u32) -> Vec<cri::IdMapping> {
+        vec![cri::IdMapping {
+            host_id,
+            container_id: 0,
+            length: 65536,
+        }]
+    }
+
+    #[test]
+    fn user_namespaces_of_the_pod_or_the_node() {
+        let pod = |uids, gids| cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids,
+            gids,
+        };
+        let s = spec_from(
+            Some(with_userns(pod(ids(65536), ids(131072)))),
+            String::new(),
+        )
+        .unwrap();
+        let u = s.userns.unwrap();
+        assert_eq!(u.root(), (65536, 131072));
+        assert_eq!(u.uids.length, 65536);
+        let node = cri::UserNamespace {
+            mode: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        };
+        assert!(
+            spec_from(Some(with_userns(node)), String::new())
+                .unwrap()
+                .userns
+                .is_none()
+        );
+        assert!(
+            spec_from(Some(config()), String::new())
+                .unwrap()
+                .userns
+                .is_none()
+        );
+        // What the status reports back.
+        let back = userns_options(Some(&u));
+        assert_eq!(back.mode, cri::NamespaceMode::Pod as i32);
+        assert_eq!(back.uids, ids(65536));
+        assert_eq!(userns_options(None).mode, cri::NamespaceMode::Node as i32);
+    }
+
+    #[test]
+    fn forbidden_user_namespaces_are_invalid_arguments_naming_the_problem() {
+        let pod = |uids, gids| cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids,
+            gids,
+        };
+        let mut two = ids(65536);
+        two.push(cri::IdMapping {
+            host_id: 200_000,
+            container_id: 65536,
+            length: 10,
+        });
+        let not_zero = vec![cri::IdMapping {
+            host_id: 65536,
+            container_id: 1,
+            length: 65536,
+        }];
+        let empty = vec![cri::IdMapping {
+            host_id: 65536,
+            container_id: 0,
+            length: 0,
+        }];
+        let overflow = vec![cri::IdMapping {
+            host_id: u32::MAX - 10,
+            container_id: 0,
+            length: 65536,
+        }];
+        let cases: Vec<(cri::UserNamespace, &str)> = vec![
+            (pod(two, ids(65536)), "only one is supported"),
+            (pod(ids(65536), not_zero), "container id 0 is not mapped"),
+            (pod(Vec::new(), ids(65536)), "uids: no mapping"),
+            (pod(ids(65536), Vec::new()), "gids: no mapping"),
+            (pod(empty, ids(65536)), "length 0"),
+            (pod(overflow, ids(65536)), "overflow"),
+            (
+                cri::UserNamespace {
+                    mode: cri::NamespaceMode::Container as i32,
+                    ..pod(ids(65536), ids(65536))
+                },
+                "CONTAINER",
+            ),
+            (
+                cri::UserNamespace {
+                    mode: cri::NamespaceMode::Target as i32,
+                    ..pod(ids(65536), ids(65536))
+                },
+                "TARGET",
+            ),
+            (
+                cri::UserNamespace {
+                    mode: cri::NamespaceMode::Node as i32,
+                    ..pod(ids(65536), ids(65536))
+                },
+                "mode NODE",
+            ),
+        ];
+        for (u, want) in cases {
+            let e = spec_from(Some(with_userns(u.clone())), String::new()).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{u:?}");
+            assert!(e.message().contains(want), "{want}: {}", e.message());
+        }
+        // With the node's network namespace.
+        let mut c = with_userns(pod(ids(65536), ids(65536)));
+        c.linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .namespace_options
+            .as_mut()
+            .unwrap()
+            .network = cri::NamespaceMode::Node as i32;
+        let e = spec_from(Some(c), String::new()).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("network"), "{}", e.message());
     }
 
     #[test]

@@ -144,6 +144,19 @@ impl RuntimeService for RuntimeSvc {
             )));
         }
         let spec = pod::spec_from(r.config, r.runtime_handler)?;
+        // Never run a pod without the user namespace it asked for.
+        if spec.userns.is_some()
+            && !self
+                .shared
+                .containers
+                .handler_supports_userns(&spec.runtime_handler)
+        {
+            return Err(Status::invalid_argument(format!(
+                "runtime handler {:?} does not support user namespaces (its runtime's \"features\" \
+                 list no \"user\" namespace): the pod asks for one (userns_options.mode = POD)",
+                spec.runtime_handler
+            )));
+        }
         // Spawned: if kubelet gives up on the call, the sandbox is still
         // either fully set up or fully unwound, never left halfway.
         let shared = self.shared.clone();

@@ -95,22 +95,27 @@ pub fn status(shared: &Shared, verbose: bool) -> StatusResponse {
 /// The configured RuntimeClass handlers, the default one also under the
 /// empty name (as kubelet expects), with what each truly supports:
 /// recursive read-only mounts when its runtime lists `rro` (asked once)
-/// and the kernel has mount_setattr (Linux 5.12); user namespaces not yet
-/// (berth refuses them).
+/// and the kernel has mount_setattr (Linux 5.12); user namespaces, volumes
+/// included, when its runtime lists the `user` namespace (it joins the
+/// pod's; berthd makes the idmapped mounts) and the kernel idmaps the
+/// mounts of overlayfs layers (Linux 5.19).
 fn runtime_handlers(shared: &Shared) -> Vec<RuntimeHandler> {
     // The kernel does not change under a running daemon: read it once.
     static KERNEL_RRO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static KERNEL_IDMAP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let kernel_rro = *KERNEL_RRO.get_or_init(|| kernel_at_least(5, 12));
+    let kernel_idmap = *KERNEL_IDMAP.get_or_init(|| kernel_at_least(5, 19));
     let rt = &shared.config.runtime;
     std::iter::once(String::new())
         .chain(rt.handlers.keys().cloned())
         .map(|name| {
             let rro = kernel_rro && shared.containers.handler_supports_rro(&name);
+            let userns = kernel_idmap && shared.containers.handler_supports_userns(&name);
             RuntimeHandler {
                 name,
                 features: Some(RuntimeHandlerFeatures {
                     recursive_read_only_mounts: rro,
-                    user_namespaces: false,
+                    user_namespaces: userns,
                 }),
             }
         })
