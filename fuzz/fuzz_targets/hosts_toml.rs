@@ -4,14 +4,16 @@
 //!   the text is written to both and endpoints are asked for registries
 //!   taking either file, loopback ones included;
 //! - berthd's config file (`berth_cri::config::Config::parse`);
-//! - Docker `config.json` auth files (`berth_image::hosts::file_credentials`)
-//!   and CRI AuthConfig fields (`AuthFields::credentials`).
+//! - Docker `config.json` auth files (`berth_image::creds::file_auth`, which
+//!   runs no credential helper) and CRI AuthConfig fields
+//!   (`AuthFields::credentials`).
 //!
 //! Asserted:
 //! - no panic;
-//! - endpoints: at least one; every one but the last is a mirror, the last
-//!   is the upstream; every host is non-empty and has no `/`; the same
-//!   file read twice gives the same answer;
+//! - endpoints: at least one, and one that may pull; mirrors first, the
+//!   upstream (if any) last; every host is non-empty and has no `/`; every
+//!   API path is empty or starts with `/` and does not end with one; the
+//!   same file read twice gives the same answer;
 //! - berthd config: a config that parses (and so validates) serializes
 //!   back to TOML that parses to an equal config;
 //! - credentials: `Debug` of credentials never shows the password or token.
@@ -21,7 +23,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use berth_image::hosts::{self, AuthFields, Credentials};
+use berth_image::creds::{self, AuthFields, Credentials, FileAuth};
+use berth_image::hosts;
 use libfuzzer_sys::fuzz_target;
 
 struct Dirs {
@@ -56,20 +59,22 @@ fn dirs() -> &'static Dirs {
 fn check_endpoints(dir: &Path, registry: &str) {
     let first = hosts::endpoints(dir, registry);
     if let Ok(eps) = &first {
-        let (upstream, mirrors) = eps.split_last().expect("no endpoint at all");
+        let (_, before) = eps.split_last().expect("no endpoint at all");
         assert!(
-            !upstream.mirror,
-            "{registry}: last endpoint is a mirror: {eps:?}"
-        );
-        assert!(
-            mirrors.iter().all(|e| e.mirror),
+            before.iter().all(|e| e.mirror),
             "{registry}: upstream before the end: {eps:?}"
         );
+        assert!(eps.iter().any(|e| e.pull), "{registry}: none may pull: {eps:?}");
         for e in eps {
             assert!(
                 !e.host.is_empty() && !e.host.contains('/'),
                 "{registry}: host {:?}",
                 e.host
+            );
+            assert!(
+                e.path.is_empty() || (e.path.starts_with('/') && !e.path.ends_with('/')),
+                "{registry}: path {:?}",
+                e.path
             );
             let _ = hosts::is_loopback(&e.host);
         }
@@ -90,11 +95,11 @@ fn check_credentials(c: &Credentials) {
             // text) cannot be told apart.
             (!username.contains(password.as_str())).then_some(password)
         }
-        Credentials::Bearer(t) => Some(t),
+        Credentials::Bearer(t) | Credentials::IdentityToken(t) => Some(t),
     };
     if let Some(s) = secret
         && s.len() >= 4
-        && !"Basic(, <redacted>)Bearer(<redacted>)".contains(s.as_str())
+        && !"Basic(, <redacted>)Bearer(<redacted>)IdentityToken(<redacted>)".contains(s.as_str())
     {
         assert!(!shown.contains(s.as_str()), "Debug shows a secret: {shown}");
     }
@@ -129,8 +134,18 @@ fuzz_target!(|data: &[u8]| {
 
     fs::write(&d.auth_file, data).expect("write auth file");
     for registry in ["docker.io", "127.0.0.1:5000", "quay.io"] {
-        if let Ok(Some(c)) = hosts::file_credentials(&d.auth_file, registry) {
-            check_credentials(&c);
+        match creds::file_auth(&d.auth_file, registry) {
+            Ok(FileAuth::Static(c)) => check_credentials(&c),
+            Ok(FileAuth::Helper {
+                name,
+                fallback: Some(c),
+                ..
+            }) => {
+                // Helper names are what a file name may carry.
+                assert!(!name.contains('/') && !name.starts_with('.'), "{name:?}");
+                check_credentials(&c);
+            }
+            _ => {}
         }
     }
     if let Ok(fields) = serde_json::from_slice::<AuthFields>(data) {

@@ -7,12 +7,16 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Per-registry settings in containerd's `hosts.toml` layout:
-    /// `<dir>/<host[:port]>/hosts.toml` (mirrors, plain HTTP, TLS
-    /// verification), with `<dir>/_default/hosts.toml` for every other host.
+    /// `<dir>/<host[:port]>/hosts.toml` (mirrors and path prefixes, plain
+    /// HTTP, CAs, client certificates, headers; every containerd key), with
+    /// `<dir>/_default/hosts.toml` for every other host. See
+    /// [`crate::hosts`].
     pub registry_config_dir: PathBuf,
     /// Registry credentials in the Docker `config.json` format
-    /// (`{"auths": {"host": {"auth": "base64(user:pass)"}}}`). Credentials
-    /// sent by kubelet with PullImage take precedence. Never logged.
+    /// (`{"auths": {"host": {"auth": "base64(user:pass)"}}}`, and
+    /// `credHelpers` / `credsStore` naming `docker-credential-<name>`
+    /// helpers). Credentials sent by kubelet with PullImage take
+    /// precedence. Never logged.
     pub auth_file: PathBuf,
     /// Layers of one pull fetched and unpacked at the same time.
     pub max_concurrent_downloads: usize,

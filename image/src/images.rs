@@ -99,6 +99,7 @@ impl Images {
         let content = ContentStore::open(root)?;
         let snapshots = Snapshots::open(root).map_err(|e| io_error("snapshots", &e))?;
         crate::remote::install_crypto_provider();
+        log_registries(&config.registry_config_dir);
         Ok(Images {
             config,
             store,
@@ -114,6 +115,12 @@ impl Images {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Every registry directory of `registry_config_dir` as pulls would
+    /// use it now: its file and hosts in order, or the file's error.
+    pub fn registries(&self) -> Vec<crate::hosts::RegistryConfig> {
+        crate::hosts::survey(&self.config.registry_config_dir)
     }
 
     /// Whether the config pins one of the image's references.
@@ -404,5 +411,25 @@ impl Images {
         m.insert("images", self.list().map(|l| l.len()).unwrap_or(0));
         m.insert("snapshots", self.snapshots.list().len());
         m
+    }
+}
+
+/// Says once, at start, which file and hosts serve each configured
+/// registry; a broken file is a warning (only its registry's pulls fail).
+fn log_registries(dir: &Path) {
+    for r in crate::hosts::survey(dir) {
+        match &r.error {
+            None => {
+                let hosts: Vec<String> = r
+                    .hosts
+                    .iter()
+                    .map(|h| format!("{} [{}]", h.url, h.capabilities.join(",")))
+                    .collect();
+                tracing::info!(registry = %r.registry, file = %r.file, hosts = %hosts.join(", "), "registry hosts");
+            }
+            Some(e) => {
+                tracing::warn!(registry = %r.registry, file = %r.file, error = %e, "registry config is broken; pulls from this registry fail until it is fixed")
+            }
+        }
     }
 }

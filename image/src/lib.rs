@@ -11,6 +11,8 @@
 
 pub mod config;
 pub mod content;
+pub mod credhelper;
+pub mod creds;
 pub mod digest;
 pub mod error;
 pub mod hosts;
@@ -28,9 +30,9 @@ pub mod snapshot;
 pub mod unpack;
 
 pub use config::Config;
+pub use creds::AuthFields;
 pub use digest::Digest;
 pub use error::ImageError;
-pub use hosts::AuthFields;
 pub use images::{FsUsage, Images, PullCounters};
 pub use meta::ImageRecord;
 pub use progress::{Progress, PullEvent};

@@ -10,8 +10,10 @@ use tokio::sync::mpsc;
 
 use crate::digest::{Digest, chain_ids};
 
+use crate::credhelper;
+use crate::creds::{AuthFields, Credentials};
 use crate::error::ImageError;
-use crate::hosts::{self, AuthFields};
+use crate::hosts;
 use crate::images::{Images, now};
 use crate::layer::{ChannelReader, LayerJob, apply};
 use crate::manifest::{self, ImageConfig, Manifest, host_platform, layer_compression};
@@ -41,9 +43,19 @@ impl Images {
         progress: Option<&Progress>,
     ) -> Result<ImageRecord, ImageError> {
         let r = ImageRef::parse(reference)?;
+        // The registry's file first: a broken one fails before a
+        // credential helper runs.
+        let endpoints = hosts::endpoints(&self.config.registry_config_dir, &r.registry)?;
         let creds = match auth.map(|a| a.credentials()).transpose() {
             Ok(Some(Some(c))) => Some(c),
-            Ok(_) => hosts::file_credentials(&self.config.auth_file, &r.registry)?,
+            Ok(_) => {
+                credhelper::file_credentials(
+                    &self.config.auth_file,
+                    &r.registry,
+                    credhelper::TIMEOUT,
+                )
+                .await?
+            }
             Err(m) => {
                 return Err(ImageError::Unauthenticated {
                     registry: r.registry.clone(),
@@ -51,35 +63,65 @@ impl Images {
                 });
             }
         };
-        let endpoints = hosts::endpoints(&self.config.registry_config_dir, &r.registry)?;
         let _shared = self.gc_lock.read().await;
+        let top = match r.digest {
+            Some(d) => d,
+            None => self.resolve_tag(&r, &endpoints, creds.as_ref()).await?,
+        };
         let mut last: Option<ImageError> = None;
-        for ep in endpoints {
-            if r.digest.is_none() && !ep.resolve {
-                continue;
-            }
-            let mirror = ep.mirror;
-            let remote = Remote::new(&self.clients, ep, &r, creds.as_ref());
-            match self.pull_from(&remote, &r, progress).await {
+        for ep in endpoints.into_iter().filter(|e| e.pull) {
+            let remote = Remote::new(&self.clients, ep, &r, creds.as_ref())?;
+            match self.pull_from(&remote, &r, top, progress).await {
                 Ok(rec) => return Ok(rec),
-                // A mirror that cannot serve the image: try the next one.
-                Err(e) if mirror && retryable(&e) => {
-                    tracing::info!(image = %r, endpoint = %remote.endpoint.host, error = %e, "mirror failed; trying next endpoint");
+                // A host that cannot serve the image: try the next one.
+                Err(e) if retryable(&e) => {
+                    tracing::info!(image = %r, endpoint = %remote.endpoint.base_url(), error = %e, "host failed; trying the next one");
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| ImageError::NotFound(format!("no endpoint can resolve {r}"))))
+        Err(last.unwrap_or_else(|| ImageError::NotFound(format!("no host may pull {r}"))))
+    }
+
+    /// The digest `r`'s tag names, from the first host that may resolve
+    /// (a host with only `pull` is never trusted with a tag).
+    async fn resolve_tag(
+        &self,
+        r: &ImageRef,
+        endpoints: &[hosts::Endpoint],
+        creds: Option<&Credentials>,
+    ) -> Result<Digest, ImageError> {
+        let mut last: Option<ImageError> = None;
+        for ep in endpoints.iter().filter(|e| e.resolve) {
+            let remote = Remote::new(&self.clients, ep.clone(), r, creds)?;
+            match remote.resolve().await {
+                Ok(d) => {
+                    tracing::debug!(image = %r, endpoint = %ep.base_url(), digest = %d, "tag resolved");
+                    return Ok(d);
+                }
+                Err(e) if retryable(&e) => {
+                    tracing::info!(image = %r, endpoint = %ep.base_url(), error = %e, "cannot resolve the tag on this host; trying the next one");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            ImageError::NotFound(format!(
+                "{r}: no host may resolve its tag (capability resolve)"
+            ))
+        }))
     }
 
     async fn pull_from(
         &self,
         remote: &Remote,
         r: &ImageRef,
+        top: Digest,
         progress: Option<&Progress>,
     ) -> Result<ImageRecord, ImageError> {
-        let (top, top_digest) = remote.manifest(r.digest.as_ref()).await?;
+        let (top, top_digest) = remote.manifest(Some(&top)).await?;
         let parsed = Manifest::parse(&top, None).map_err(ImageError::Unsupported)?;
         let (manifest_bytes, manifest_digest, index) = match parsed {
             Manifest::Index { manifests } => {

@@ -5,8 +5,6 @@
 
 use std::fmt;
 
-use oci_client::Reference;
-
 use crate::digest::Digest;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,26 +87,6 @@ impl ImageRef {
             digest: Some(digest),
             ..self.clone()
         }
-    }
-
-    /// For oci-client, optionally fetched through `mirror` (a host).
-    pub fn to_oci(&self, mirror: Option<&str>) -> Reference {
-        let registry = mirror.unwrap_or(&self.registry).to_owned();
-        let mut r = match (&self.digest, &self.tag) {
-            (Some(d), _) => {
-                Reference::with_digest(registry, self.repository.clone(), d.to_string())
-            }
-            (None, Some(t)) => Reference::with_tag(registry, self.repository.clone(), t.clone()),
-            (None, None) => Reference::with_tag(registry, self.repository.clone(), "latest".into()),
-        };
-        if mirror.is_some() {
-            // Keep the repository path; the mirror is asked for it with
-            // `?ns=<upstream>` like containerd does.
-            let mut upstream = self.to_oci(None);
-            upstream.set_mirror_registry(mirror.unwrap_or_default().to_owned());
-            r = upstream;
-        }
-        r
     }
 }
 
@@ -341,14 +319,5 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn mirror_keeps_the_repository() {
-        let r = ImageRef::parse("busybox:1").unwrap();
-        let o = r.to_oci(Some("127.0.0.1:5000"));
-        assert_eq!(o.resolve_registry(), "127.0.0.1:5000");
-        assert_eq!(o.repository(), "library/busybox");
-        assert_eq!(o.tag(), Some("1"));
     }
 }
