@@ -95,8 +95,49 @@ pub async fn info(c: &mut CriClient, fmt: Format) -> Result<String, String> {
                 ]
             })
             .collect();
-        output::table(&["CONDITION", "STATUS", "REASON", "MESSAGE"], &rows)
+        let mut text = output::table(&["CONDITION", "STATUS", "REASON", "MESSAGE"], &rows);
+        if let Some(regs) = info.info.get("registries").and_then(|r| r.as_array())
+            && !regs.is_empty()
+        {
+            text.push('\n');
+            text.push_str(&output::table(
+                &["REGISTRY", "FILE", "HOSTS (IN ORDER) OR ERROR"],
+                &registry_rows(regs),
+            ));
+        }
+        text
     }))
+}
+
+/// One row per configured registry: its hosts.toml and its hosts in the
+/// order pulls try them, or why the file cannot be used.
+fn registry_rows(regs: &[serde_json::Value]) -> Vec<Vec<String>> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    regs.iter()
+        .map(|r| {
+            let hosts = match r.get("error") {
+                Some(e) => format!("error: {}", s(e)),
+                None => r
+                    .get("hosts")
+                    .and_then(|h| h.as_array())
+                    .map(|hosts| {
+                        hosts
+                            .iter()
+                            .map(|h| {
+                                let caps: Vec<String> = h["capabilities"]
+                                    .as_array()
+                                    .map(|c| c.iter().map(s).collect())
+                                    .unwrap_or_default();
+                                format!("{} [{}]", s(&h["url"]), caps.join(","))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default(),
+            };
+            vec![s(&r["registry"]), s(&r["file"]), hosts]
+        })
+        .collect()
 }
 
 pub async fn runtime_config(c: &mut CriClient, fmt: Format) -> Result<String, String> {

@@ -162,6 +162,12 @@ fn info(shared: &Shared, network: &berth_cni::NetworkStatus) -> HashMap<String, 
         None => json!({ "ready": false, "reason": network.reason, "message": network.message }),
     };
     put("network", net);
+    // Each registry's hosts.toml as pulls read it now (files, hosts in
+    // order, or the file's error).
+    put(
+        "registries",
+        serde_json::to_value(shared.images.registries()).unwrap_or_default(),
+    );
     let settings = NetworkSettings::load(&shared.store);
     put(
         "runtimeConfig",
