@@ -379,42 +379,16 @@ async fn port_forward_from_the_command_line() {
 }
 
 /// With `[streaming] tls_cert` and `tls_key` the URLs are https: `berth
-/// --streaming-ca` trusting the certificate execs through them (both
-/// transports), and without it the CLI refuses the URL.
+/// --streaming-ca` trusting the CA that issued the certificate execs
+/// through them (both transports), and without it the CLI refuses the URL.
 #[tokio::test]
 async fn exec_over_https_with_a_trusted_certificate() {
     if !root_or_skip("exec_over_https_with_a_trusted_certificate") {
         return;
     }
     let certs = berth_testkit::scratch_dir("clitls-certs");
-    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let test_ca = fixture::TestCa::new(&certs, "clitls-ca");
+    let (cert, key) = test_ca.server("127.0.0.1");
     let (c, k) = (
         format!("{:?}", cert.display().to_string()),
         format!("{:?}", key.display().to_string()),
@@ -426,7 +400,7 @@ async fn exec_over_https_with_a_trusted_certificate() {
     .await;
     let id = s.run("c", &["sleep", "3600"]).await;
     let ep = endpoint(&s);
-    let ca = cert.display().to_string();
+    let ca = test_ca.cert.display().to_string();
     for t in TRANSPORTS {
         let out = berth(
             &ep,
