@@ -74,6 +74,28 @@ fn runc_lists_userns() -> bool {
         .is_some_and(|n| n.iter().any(|v| v == "user"))
 }
 
+/// `berth exec -t` of `script` in `id`, run under a pseudo-terminal of
+/// its own (util-linux `script`); what the terminal showed.
+fn exec_with_terminal(s: &Setup, id: &str, script: &str) -> String {
+    let cmd = format!(
+        "{} -r unix://{} exec -t {id} -- sh -c '{script}'",
+        berth_e2e::bin_path("berth").display(),
+        s.e.d.socket.display()
+    );
+    let out = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux script");
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        out.status.success(),
+        "{cmd}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 async fn run_pod(
     s: &mut Setup,
     config: PodSandboxConfig,
@@ -217,6 +239,18 @@ async fn a_pod_in_its_own_user_namespace(tag: &str, handler: &'static str, base:
         assert_eq!(*l, want, "{map}");
     }
     assert_eq!(s.sh(&root, "id -u; id -g").await, (0, "0\n0".into()));
+
+    // An exec with a terminal (kubectl exec -it) runs in the user
+    // namespace too, its pty one of the container's.
+    let out = exec_with_terminal(&s, &root, "tty; id -u; cat /proc/self/uid_map");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert!(
+        words
+            .windows(4)
+            .any(|w| w == ["0", "0", &base.to_string(), &LEN.to_string()]),
+        "{out}"
+    );
 
     // The image's root-owned files are root's inside (idmapped layers),
     // and what the pod writes to its rootfs stays its own.

@@ -149,6 +149,7 @@ fn exec_inner(g: &Global, a: ExecArgs) -> Result<i32> {
                     crate::setns_exec::CgroupJoin::Manager(crate::commands::cgroup_manager(&c)?)
                 }
             },
+            console_socket: a.console_socket.clone(),
         };
         let init_start = sidecar.read_meta().init_start;
         let pid = crate::setns_exec::spawn(&spec, init, init_start, plan)?;

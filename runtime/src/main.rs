@@ -8,6 +8,7 @@
 mod bundle;
 mod cgroup_dirs;
 mod commands;
+mod console;
 mod direct_create;
 mod exec;
 mod log;

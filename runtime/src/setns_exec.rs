@@ -1,5 +1,6 @@
-//! exec by setns: the common exec (no terminal, no preserved fds, no time
-//! namespace) without libcontainer's tenant machinery.
+//! exec by setns: the common exec (a terminal only through a console
+//! socket, no preserved fds, no time namespace) without libcontainer's
+//! tenant machinery.
 //!
 //! libcontainer 0.7 runs an exec as three processes talking over channels,
 //! re-checks /proc through pathrs on every open and rebuilds a tenant spec:
@@ -14,7 +15,10 @@
 //!   oom_score_adj, join the user namespace (when the container has one:
 //!   first, so that it owns what the child does next), then
 //!   ipc/uts/net/cgroup and last the mount namespace
-//!   (whose root is the container's), rlimits, no_new_privs, umask, cwd,
+//!   (whose root is the container's), the terminal when there is one
+//!   (console.rs: the pty made in the container, its master sent over the
+//!   console socket connected before the fork), rlimits, no_new_privs,
+//!   umask, cwd,
 //!   groups and ids, close fds, seccomp (before dropping capabilities when
 //!   no_new_privs is off, so loading it may use CAP_SYS_ADMIN; after,
 //!   when on, as late as possible), capabilities, HOME, execve.
@@ -28,7 +32,8 @@
 //! container's other namespaces. exec.rs refuses that path for a
 //! container with a user namespace.
 //!
-//! Everything else (terminals, preserved fds, time namespaces,
+//! Everything else (a terminal without a console socket, preserved fds,
+//! time namespaces,
 //! AppArmor, SELinux labels, I/O priority, scheduler, CPU affinity,
 //! personality) goes through libcontainer: see [`unsupported`].
 
@@ -64,8 +69,8 @@ pub fn unsupported(
     if std::env::var_os(LIBCONTAINER_EXEC_ENV).is_some() {
         return Some(LIBCONTAINER_EXEC_ENV);
     }
-    if tty || console_socket || process["terminal"].as_bool() == Some(true) {
-        return Some("a terminal");
+    if (tty || process["terminal"].as_bool() == Some(true)) && !console_socket {
+        return Some("a terminal without a console socket");
     }
     if preserve_fds > 0 || std::env::var_os("LISTEN_FDS").is_some() {
         return Some("preserved fds");
@@ -87,6 +92,8 @@ pub struct Plan {
     pub process: Process,
     pub seccomp: Option<LinuxSeccomp>,
     pub cgroup: CgroupJoin,
+    /// The console socket, when the process has a terminal.
+    pub console_socket: Option<PathBuf>,
 }
 
 /// How the child joins the container's cgroups.
@@ -191,13 +198,19 @@ pub fn spawn(spec: &Value, init: Pid, init_start: Option<u64>, plan: Plan) -> Re
         nix::sched::setns(pid_ns.as_fd(), CloneFlags::CLONE_NEWPID)
             .context("join the container's pid namespace")?;
     }
+    // A host path: connected before the child leaves the host's mounts.
+    let console = plan
+        .console_socket
+        .as_deref()
+        .map(crate::console::connect)
+        .transpose()?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     // SAFETY: berth-runtime is single-threaded (main.rs), so the child may
     // allocate and use everything the parent set up.
     match unsafe { nix::unistd::fork() }.context("fork")? {
         ForkResult::Child => {
             drop(err_r);
-            let err = match child(&ns, &plan) {
+            let err = match child(&ns, &plan, console.as_ref()) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -208,6 +221,7 @@ pub fn spawn(spec: &Value, init: Pid, init_start: Option<u64>, plan: Plan) -> Re
         }
         ForkResult::Parent { child } => {
             drop(err_w);
+            drop(console);
             let mut msg = String::new();
             let read = File::from(err_r).read_to_string(&mut msg);
             if read.is_ok() && msg.is_empty() {
@@ -223,7 +237,11 @@ pub fn spawn(spec: &Value, init: Pid, init_start: Option<u64>, plan: Plan) -> Re
 }
 
 /// Never returns on success: the process image is replaced.
-fn child(ns: &Namespaces, plan: &Plan) -> Result<std::convert::Infallible> {
+fn child(
+    ns: &Namespaces,
+    plan: &Plan,
+    console: Option<&OwnedFd>,
+) -> Result<std::convert::Infallible> {
     let p = &plan.process;
     nix::unistd::setsid().context("setsid")?;
     plan.cgroup
@@ -236,7 +254,17 @@ fn child(ns: &Namespaces, plan: &Plan) -> Result<std::convert::Infallible> {
     for (fd, flag) in &ns.rest {
         nix::sched::setns(fd.as_fd(), *flag).with_context(|| format!("setns {flag:?}"))?;
     }
+    if let Some(socket) = console {
+        let size = p
+            .console_size()
+            .map(|b| (clamp_u16(b.height()), clamp_u16(b.width())));
+        crate::console::take_terminal(socket, size).context("set up the terminal")?;
+    }
     crate::payload::setup_and_exec(p, plan.seccomp.as_ref(), || Ok(()))
+}
+
+fn clamp_u16(v: u64) -> u16 {
+    u16::try_from(v).unwrap_or(u16::MAX)
 }
 
 #[cfg(test)]
@@ -269,11 +297,18 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_through_a_console_socket_is_supported() {
+        let s = spec(&["user", "pid", "mount"]);
+        let p = json!({"args": ["sh"], "terminal": true});
+        assert_eq!(unsupported(&s, &p, true, true, 0), None);
+        assert_eq!(unsupported(&s, &p, false, true, 0), None);
+    }
+
+    #[test]
     fn terminals_fds_and_time_namespaces_go_to_libcontainer() {
         let s = spec(&["pid", "mount"]);
         let p = json!({"args": ["sh"]});
         assert!(unsupported(&s, &p, true, false, 0).is_some());
-        assert!(unsupported(&s, &p, false, true, 0).is_some());
         assert!(unsupported(&s, &json!({"terminal": true}), false, false, 0).is_some());
         assert!(unsupported(&s, &p, false, false, 2).is_some());
         assert!(unsupported(&spec(&["time"]), &p, false, false, 0).is_some());
