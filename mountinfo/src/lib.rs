@@ -43,6 +43,52 @@ pub fn read_own() -> String {
     std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()
 }
 
+/// The mount point of the filesystem holding `path` in `mountinfo`: the
+/// longest mount point `path` is under (compared by whole components).
+pub fn mount_point_of(mountinfo: &str, path: &std::path::Path) -> Option<std::path::PathBuf> {
+    parse(mountinfo)
+        .map(|e| std::path::PathBuf::from(e.mount_point))
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.components().count())
+}
+
+/// The mount point of the filesystem holding one directory, read from
+/// this process's mount table once and again only when the directory's
+/// device changes (something was mounted over it): a stat per call
+/// instead of parsing a table that grows with every container's rootfs
+/// and pod namespace.
+#[derive(Debug)]
+pub struct MountPointCache {
+    dir: std::path::PathBuf,
+    cached: std::sync::Mutex<Option<(u64, std::path::PathBuf)>>,
+}
+
+impl MountPointCache {
+    pub fn new(dir: &std::path::Path) -> MountPointCache {
+        MountPointCache {
+            dir: dir.to_owned(),
+            cached: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The mount point; `dir` itself when the table does not name one.
+    pub fn get(&self) -> std::path::PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(&self.dir).map(|m| m.dev()).ok();
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(dev), Some((d, m))) = (dev, cached.as_ref())
+            && dev == *d
+        {
+            return m.clone();
+        }
+        let found = mount_point_of(&read_own(), &self.dir).unwrap_or_else(|| self.dir.clone());
+        if let Some(dev) = dev {
+            *cached = Some((dev, found.clone()));
+        }
+        found
+    }
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 pub fn unescape(s: &str) -> String {
     let b = s.as_bytes();
@@ -90,6 +136,26 @@ bad line
         assert_eq!(unescape("a\\040b\\134c\\011d"), "a b\\c\td");
         assert_eq!(unescape("end\\04"), "end\\04");
         assert_eq!(unescape("\\09x"), "\\09x");
+    }
+
+    #[test]
+    fn mount_points_match_whole_components() {
+        let t = "\
+1 0 8:1 / / rw - ext4 /dev/sda1 rw
+2 1 8:2 / /var/lib rw - ext4 /dev/sda2 rw
+3 1 8:3 / /var/li rw - ext4 /dev/sda3 rw
+";
+        let at = |p: &str| mount_point_of(t, std::path::Path::new(p));
+        assert_eq!(at("/var/lib/berth"), Some("/var/lib".into()));
+        assert_eq!(at("/var/library"), Some("/".into()));
+        assert_eq!(at("/var/li/x"), Some("/var/li".into()));
+    }
+
+    #[test]
+    fn the_cached_mount_point_is_the_tables() {
+        let c = MountPointCache::new(std::path::Path::new("/proc/self"));
+        assert_eq!(c.get(), std::path::PathBuf::from("/proc"));
+        assert_eq!(c.get(), std::path::PathBuf::from("/proc"));
     }
 
     #[test]
