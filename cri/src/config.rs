@@ -77,7 +77,8 @@ pub struct MetricsConfig {
     #[serde(with = "humantime_serde")]
     pub stats_interval: Duration,
     /// How often writable layers are walked for their size and cgroup
-    /// limits re-read (also after UpdateContainerResources).
+    /// limits re-read (also after UpdateContainerResources); also the age
+    /// at which ImageFsInfo's total of them is measured again.
     #[serde(with = "humantime_serde")]
     pub disk_interval: Duration,
 }

@@ -176,10 +176,15 @@ pub async fn run(config: Config, config_file: Option<PathBuf>) -> Result<(), Sta
     let (streaming, stream_listener) = berth_streaming::bind(&config.streaming)
         .await
         .map_err(StartupError::Streaming)?;
+    let writable_layers = Arc::new(crate::layerusage::WritableLayers::new(
+        containers.root(),
+        config.metrics.disk_interval,
+    ));
     let shared = Arc::new(Shared {
         streaming,
         images,
         pods,
+        writable_layers,
         containers,
         stats,
         health: health.clone(),

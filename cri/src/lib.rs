@@ -8,6 +8,7 @@ pub mod daemon;
 mod error;
 pub mod exporter;
 pub mod inflight;
+pub mod layerusage;
 pub mod leases;
 pub mod lock;
 pub mod logging;

@@ -614,7 +614,13 @@ async fn import_oci_and_docker_archives_with_the_cli() {
         serde_json::from_str(&berth(&["inspecti", "busybox:imported"])).unwrap();
     assert_eq!(inspect["status"]["id"], image.id());
     assert_eq!(inspect["info"]["imageSpec"]["config"]["Cmd"][0], "sh");
-    assert!(berth(&["imagefsinfo"]).contains("MOUNTPOINT"));
+    let fsinfo = berth(&["imagefsinfo"]);
+    assert!(
+        fsinfo.contains("MOUNTPOINT")
+            && fsinfo.contains("\nimages ")
+            && fsinfo.contains("\ncontainers "),
+        "{fsinfo}"
+    );
     assert!(berth(&["rmi", "busybox:imported"]).contains("Deleted"));
     let images = berth(&["images", "-q"]);
     assert!(!images.contains(image.id()), "{images}");

@@ -30,7 +30,11 @@ pub struct Images {
     pub(crate) gc_lock: RwLock<()>,
     pub(crate) clients: crate::remote::Clients,
     pub(crate) counters: PullCounters,
-    root: PathBuf,
+    /// What [`usage`](Self::usage) answers: measured at open and again
+    /// after each change of the image store (an image recorded, a
+    /// collection), never per call.
+    usage: std::sync::Mutex<FsUsage>,
+    mountpoint: berth_mountinfo::MountPointCache,
 }
 
 /// What pulls moved since berthd started, kept as plain atomics for the
@@ -100,7 +104,8 @@ impl Images {
         let snapshots = Snapshots::open(root).map_err(|e| io_error("snapshots", &e))?;
         crate::remote::install_crypto_provider();
         log_registries(&config.registry_config_dir);
-        Ok(Images {
+        let mountpoint = berth_mountinfo::MountPointCache::new(snapshots.root());
+        let images = Images {
             config,
             store,
             content: Arc::new(content),
@@ -109,8 +114,14 @@ impl Images {
             gc_lock: RwLock::new(()),
             clients: Default::default(),
             counters: Default::default(),
-            root: root.to_owned(),
-        })
+            usage: std::sync::Mutex::new(FsUsage {
+                bytes: 0,
+                inodes: 0,
+            }),
+            mountpoint,
+        };
+        images.refresh_usage()?;
+        Ok(images)
     }
 
     pub fn config(&self) -> &Config {
@@ -228,6 +239,7 @@ impl Images {
             tx.put(&IMAGES, &id, &rec)?;
             Ok::<(), ImageError>(())
         })?;
+        self.refresh_usage()?;
         Ok(rec)
     }
 
@@ -276,18 +288,43 @@ impl Images {
     /// Leases the snapshots of image `id` to `holder` (a container), so
     /// they outlive the image. Fails with NotFound when the image is gone.
     pub async fn lease(&self, holder: &str, id: &Digest) -> Result<ImageRecord, ImageError> {
+        let mut recs = self.lease_all(holder, std::slice::from_ref(id)).await?;
+        recs.pop()
+            .ok_or_else(|| ImageError::NotFound(id.to_string()))
+    }
+
+    /// Leases the snapshots of every image of `ids` to `holder` (a
+    /// container: its own image and its image volumes'), replacing what it
+    /// held; returns their records in `ids`' order. Fails with NotFound,
+    /// leasing nothing, when one of them is gone. RemoveImage of a leased
+    /// image then removes its names and record, and its snapshots stay
+    /// until the lease ends (containerd keeps leased content the same way).
+    pub async fn lease_all(
+        &self,
+        holder: &str,
+        ids: &[Digest],
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         let _shared = self.gc_lock.read().await;
-        let rec = self
-            .store
-            .get(&IMAGES, &id.to_string())?
-            .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
-        let chains: Vec<Digest> = rec.layers.iter().map(|l| l.chain_id).collect();
+        let mut recs = Vec::with_capacity(ids.len());
+        let mut chains: Vec<Digest> = Vec::new();
+        for id in ids {
+            let rec = self
+                .store
+                .get(&IMAGES, &id.to_string())?
+                .ok_or_else(|| ImageError::NotFound(id.to_string()))?;
+            for l in &rec.layers {
+                if !chains.contains(&l.chain_id) {
+                    chains.push(l.chain_id);
+                }
+            }
+            recs.push(rec);
+        }
         // Not synced on its own: the container's record, written durably
         // right after, takes it to disk; a crash before that loses only a
         // lease of a container that never existed.
         self.store
             .write_unsynced(|tx| tx.put(&LEASES, holder, &chains))?;
-        Ok(rec)
+        Ok(recs)
     }
 
     /// Ends `holder`'s lease; its snapshots go with the next collection if
@@ -371,11 +408,22 @@ impl Images {
                 self.content.delete(&blob)?;
             }
         }
-        Ok(())
+        self.refresh_usage()
     }
 
-    /// Bytes and inodes of image content: blobs and unpacked snapshots.
-    pub fn usage(&self) -> Result<FsUsage, ImageError> {
+    /// Bytes and inodes of image content (blobs and unpacked snapshots),
+    /// as last measured: a copy, whatever the number of images.
+    pub fn usage(&self) -> FsUsage {
+        *self.usage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Measures [`usage`](Self::usage) again: the blob directory's entries
+    /// and the snapshots' recorded sizes (each counted once, when it was
+    /// unpacked). Called after every change of the store's images and at
+    /// open. Under the lock, so the last measurement stored is the last
+    /// one made, after every change committed before it.
+    pub(crate) fn refresh_usage(&self) -> Result<(), ImageError> {
+        let mut cached = self.usage.lock().unwrap_or_else(|e| e.into_inner());
         let (blob_bytes, blob_files) = self.content.usage();
         let mut u = FsUsage {
             bytes: blob_bytes,
@@ -385,18 +433,14 @@ impl Images {
             u.bytes += s.bytes;
             u.inodes += s.inodes;
         }
-        Ok(u)
+        *cached = u;
+        Ok(())
     }
 
-    /// The mount point of the filesystem holding the image store.
+    /// The mount point of the filesystem holding the image store (the
+    /// mount table read again only when the store's device changes).
     pub fn mountpoint(&self) -> PathBuf {
-        let info = berth_mountinfo::read_own();
-        let target = self.snapshots.root();
-        berth_mountinfo::parse(&info)
-            .map(|e| PathBuf::from(e.mount_point))
-            .filter(|m| target.starts_with(m))
-            .max_by_key(|m| m.components().count())
-            .unwrap_or_else(|| self.root.clone())
+        self.mountpoint.get()
     }
 
     /// Image config labels etc. are read from the config blob on demand.
@@ -431,5 +475,115 @@ fn log_registries(dir: &Path) {
                 tracing::warn!(registry = %r.registry, file = %r.file, error = %e, "registry config is broken; pulls from this registry fail until it is fixed")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{LayerRecord, SnapshotRecord};
+
+    /// An image store in a temp dir with one recorded image of one layer
+    /// (its snapshot on disk, `bytes` of it recorded).
+    fn store_with_image(dir: &Path, bytes: u64) -> (Images, ImageRecord) {
+        let store = Store::open(&dir.join("meta.redb")).unwrap();
+        let images = Images::open(dir, Config::default(), store).unwrap();
+        let chain = Digest::of(b"layer");
+        let p = images.snapshots.prepare(&chain).unwrap();
+        std::fs::write(p.fs().join("f"), "x").unwrap();
+        images.snapshots.commit(p, &chain).unwrap();
+        let snap = SnapshotRecord {
+            chain_id: chain,
+            parent: None,
+            diff_id: chain,
+            bytes,
+            inodes: 2,
+        };
+        images
+            .store
+            .put(&SNAPSHOTS, &chain.to_string(), &snap)
+            .unwrap();
+        let rec = ImageRecord {
+            id: Digest::of(b"config"),
+            repo_tags: vec![],
+            repo_digests: vec![],
+            manifest: Digest::of(b"manifest"),
+            index: None,
+            layers: vec![LayerRecord {
+                digest: Digest::of(b"blob"),
+                media_type: String::new(),
+                size: 1,
+                diff_id: chain,
+                chain_id: chain,
+            }],
+            size: 1,
+            user: String::new(),
+            platform: String::new(),
+            stored_at: 0,
+        };
+        let rec = images
+            .record(rec, &["example.com/vol:v1".to_owned()])
+            .unwrap();
+        (images, rec)
+    }
+
+    #[tokio::test]
+    async fn a_leased_image_loses_its_name_and_keeps_its_layers() {
+        let d = tempfile::tempdir().unwrap();
+        let (images, rec) = store_with_image(d.path(), 10);
+        let chain = rec.layers[0].chain_id;
+        // A container's own image and its image volume's: one lease.
+        let other = Digest::of(b"gone");
+        let e = images
+            .lease_all("container:c", &[rec.id, other])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ImageError::NotFound(_)), "{e}");
+        assert!(images.lease_holders().unwrap().is_empty(), "nothing leased");
+        let leased = images
+            .lease_all("container:c", &[rec.id, rec.id])
+            .await
+            .unwrap();
+        assert_eq!(leased.len(), 2);
+        // One image (a container without image volumes): replaced.
+        assert_eq!(images.lease("container:c", &rec.id).await.unwrap(), rec);
+        assert!(images.remove("example.com/vol:v1").await.unwrap());
+        assert!(images.resolve(&rec.id.to_string()).unwrap().is_none());
+        assert!(images.snapshots.exists(&chain), "leased: kept");
+        // The lease's end says a collection frees something; it does.
+        assert!(images.release("container:c").unwrap());
+        images.gc().await.unwrap();
+        assert!(!images.snapshots.exists(&chain));
+    }
+
+    #[tokio::test]
+    async fn usage_is_kept_as_images_change_not_measured_per_call() {
+        let d = tempfile::tempdir().unwrap();
+        let (images, _) = store_with_image(d.path(), 1000);
+        assert_eq!(
+            images.usage(),
+            FsUsage {
+                bytes: 1000,
+                inodes: 2
+            }
+        );
+        // A change behind the store's back is not seen by a call...
+        images
+            .store
+            .write(|tx| {
+                tx.delete(&SNAPSHOTS, &Digest::of(b"layer").to_string())?;
+                Ok::<(), ImageError>(())
+            })
+            .unwrap();
+        assert_eq!(images.usage().bytes, 1000);
+        // ...but with the next collection.
+        images.gc().await.unwrap();
+        assert_eq!(
+            images.usage(),
+            FsUsage {
+                bytes: 0,
+                inodes: 0
+            }
+        );
     }
 }

@@ -338,11 +338,13 @@ pub async fn imagefsinfo(c: &mut CriClient, fmt: Format) -> Result<String, Strin
         .map_err(status_msg)?
         .into_inner();
     Ok(output::render(fmt, &r, || {
-        let rows: Vec<Vec<String>> = r
-            .image_filesystems
-            .iter()
-            .map(|f| {
+        let kinds = std::iter::repeat("images")
+            .zip(&r.image_filesystems)
+            .chain(std::iter::repeat("containers").zip(&r.container_filesystems));
+        let rows: Vec<Vec<String>> = kinds
+            .map(|(kind, f)| {
                 vec![
+                    kind.to_owned(),
                     f.fs_id
                         .as_ref()
                         .map(|i| i.mountpoint.clone())
@@ -352,7 +354,7 @@ pub async fn imagefsinfo(c: &mut CriClient, fmt: Format) -> Result<String, Strin
                 ]
             })
             .collect();
-        output::table(&["MOUNTPOINT", "USED", "INODES"], &rows)
+        output::table(&["LAYERS", "MOUNTPOINT", "USED", "INODES"], &rows)
     }))
 }
 

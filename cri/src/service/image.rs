@@ -166,30 +166,49 @@ impl ImageService for ImageSvc {
         Ok(Response::new(RemoveImageResponse {}))
     }
 
+    /// Both answers cost the same whatever the number of pods and images:
+    /// the image store's use is kept by berth-image, measured again only
+    /// when an image is recorded or content collected; the writable
+    /// layers' is the last background walk's (layerusage.rs), at most one
+    /// per `disk_interval`; each mount point is cached by its directory's
+    /// device (a stat, not a parse of the mount table, which grows with
+    /// every pod and container).
     async fn image_fs_info(
         &self,
         _request: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
         let images = self.images();
-        let usage = images.usage().map_err(error::image)?;
+        let usage = images.usage();
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(1);
-        let fs = FilesystemUsage {
-            timestamp,
-            fs_id: Some(FilesystemIdentifier {
-                mountpoint: images.mountpoint().display().to_string(),
-            }),
-            used_bytes: Some(UInt64Value { value: usage.bytes }),
-            inodes_used: Some(UInt64Value {
-                value: usage.inodes,
-            }),
-        };
+        let image_fs = fs_usage(timestamp, &images.mountpoint(), usage.bytes, usage.inodes);
+        // The writable layers live under <root>/containers, a tree apart
+        // from the image layers (<root>/snapshots): reported on their own.
+        let layers = &self.shared.writable_layers;
+        let w = layers.sample().await;
+        let container_fs = fs_usage(w.at_ns, &layers.mountpoint(), w.bytes, w.inodes);
         Ok(Response::new(ImageFsInfoResponse {
-            image_filesystems: vec![fs],
-            container_filesystems: Vec::new(),
+            image_filesystems: vec![image_fs],
+            container_filesystems: vec![container_fs],
         }))
+    }
+}
+
+fn fs_usage(
+    timestamp: i64,
+    mountpoint: &std::path::Path,
+    bytes: u64,
+    inodes: u64,
+) -> FilesystemUsage {
+    FilesystemUsage {
+        timestamp,
+        fs_id: Some(FilesystemIdentifier {
+            mountpoint: mountpoint.display().to_string(),
+        }),
+        used_bytes: Some(UInt64Value { value: bytes }),
+        inodes_used: Some(UInt64Value { value: inodes }),
     }
 }
 

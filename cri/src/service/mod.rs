@@ -38,6 +38,8 @@ pub struct Shared {
     pub images: berth_image::Images,
     pub pods: berth_pod::Pods<crate::network::CniNetwork>,
     pub containers: berth_containers::Containers,
+    /// The containers' writable layers' disk use, for ImageFsInfo.
+    pub writable_layers: Arc<crate::layerusage::WritableLayers>,
     pub stats: crate::stats::Stats,
     pub health: Arc<berth_metrics::health::Health>,
     /// Issues the URLs of Exec, Attach and PortForward.
