@@ -14,6 +14,7 @@ use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 
 use crate::error::RuntimeError;
 use crate::idmap::Idmap;
+use crate::image_volumes::{ImageVolume, is_image_volume, with_image_volumes};
 use crate::record::{
     CONTAINER_NAMES, CONTAINERS, ContainerRecord, ImageRef, State, reservation_key,
 };
@@ -71,6 +72,8 @@ pub struct CreateRequest<'a> {
     pub config: ContainerConfig,
     pub sandbox_config: PodSandboxConfig,
     pub image: ImageInfo,
+    /// The config's image volumes, in `mounts` order.
+    pub image_volumes: Vec<ImageVolume>,
 }
 
 impl Containers {
@@ -81,6 +84,18 @@ impl Containers {
             return Err(RuntimeError::PodNotReady(pod.id.clone()));
         }
         check_mounts(&req.config, &self.inner.paths.protected)?;
+        let expected = req
+            .config
+            .mounts
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| is_image_volume(m))
+            .map(|(i, _)| i);
+        if !req.image_volumes.iter().map(|v| v.mount).eq(expected) {
+            return Err(RuntimeError::ImageVolumes(
+                "not resolved for every mount that names an image".into(),
+            ));
+        }
         let runtime = self.runtime_for(&pod.runtime_handler)?;
         let handler = self
             .inner
@@ -127,11 +142,14 @@ impl Containers {
         let layout = Layout::new(&self.inner.paths.containers, &id);
         let mounting = {
             let (l, lowers) = (layout.clone(), req.image.lowers.clone());
+            let volumes: Vec<Vec<PathBuf>> =
+                req.image_volumes.iter().map(|v| v.lowers.clone()).collect();
             let userns = pod.userns.clone();
             tokio::task::spawn_blocking(move || {
                 let idmap = userns.map(|u| Idmap::open(&u.path, u.root)).transpose()?;
                 rootfs::mount_rootfs(&l, &lowers, idmap.as_ref())?;
-                Ok::<_, std::io::Error>(idmap)
+                let staged = rootfs::mount_image_volumes(&l, &volumes, idmap.as_ref())?;
+                Ok::<_, std::io::Error>((idmap, staged))
             })
         };
         let reserved = self.inner.store.write_unsynced(|tx| {
@@ -161,8 +179,8 @@ impl Containers {
         let lock = self.lock_for(&id);
         let _g = lock.lock().await;
         let parts = match mounted {
-            Ok(idmap) => {
-                self.create_parts(&req, &rec, runtime, log_path, idmap.as_ref())
+            Ok((idmap, staged)) => {
+                self.create_parts(&req, &rec, runtime, log_path, idmap.as_ref(), &staged)
                     .await
             }
             Err(e) => Err(e),
@@ -197,13 +215,26 @@ impl Containers {
         runtime: proto::Runtime,
         log_path: Option<PathBuf>,
         idmap: Option<&Idmap>,
+        image_volumes: &[PathBuf],
     ) -> Result<(u32, crate::record::User), RuntimeError> {
         let layout = Layout::new(&self.inner.paths.containers, &rec.id);
         let pod = req.pod;
         let rootfs_path = layout.rootfs();
+        // The record keeps the config as sent (ContainerStatus reports its
+        // mounts); the spec binds the staged image volumes.
+        let staged_config;
+        let config = if image_volumes.is_empty() {
+            &req.config
+        } else {
+            staged_config = ContainerConfig {
+                mounts: with_image_volumes(&req.config.mounts, image_volumes)?,
+                ..req.config.clone()
+            };
+            &staged_config
+        };
         let mut spec = berth_spec::generate(&SpecInput {
             id: &rec.id,
-            config: &req.config,
+            config,
             sandbox_config: &req.sandbox_config,
             image: &req.image.config,
             rootfs: &rootfs_path,
@@ -309,7 +340,13 @@ pub fn check_mounts(config: &ContainerConfig, protected: &[PathBuf]) -> Result<(
         .iter()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    for m in config.mounts.iter().filter(|m| !m.readonly) {
+    // Image volumes are read-only overlays of images; their host_path is
+    // not used.
+    for m in config
+        .mounts
+        .iter()
+        .filter(|m| !m.readonly && !is_image_volume(m))
+    {
         let Ok(host) = std::fs::canonicalize(&m.host_path) else {
             continue;
         };
@@ -403,6 +440,24 @@ pub fn resolve_log_path(log_dir: &str, log_path: &str) -> Result<Option<PathBuf>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_volumes_are_not_checked_as_host_paths() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = ContainerConfig {
+            mounts: vec![k8s_cri::v1::Mount {
+                host_path: d.path().display().to_string(),
+                container_path: "/m".into(),
+                image: Some(k8s_cri::v1::ImageSpec {
+                    image: "tools:v1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        check_mounts(&cfg, &[d.path().to_owned()]).unwrap();
+    }
 
     #[test]
     fn log_dirs_are_made_inside_the_pod_log_dir_only() {

@@ -100,6 +100,10 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// The caller's image volumes do not match the config's (berthd's own
+    /// mistake: it resolves each image volume before the create).
+    #[error("image volumes: {0}")]
+    ImageVolumes(String),
     /// A background task of berthd's (a blocking thread, a removal) died.
     #[error("internal task: {0}")]
     Task(String),

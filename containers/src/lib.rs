@@ -6,7 +6,8 @@
 //! One module per operation on the shared `Containers` handle
 //! (`service`): `create`, `start_stop` (and exits), `remove`, `exec`,
 //! `update`, `recover`, `stream` (streaming exec and attach); beside them the records (`record`), the rootfs
-//! (`rootfs`, with `idmap` for user-namespaced pods), the shim client (`shim`), the runtime handlers' sealed
+//! (`rootfs`, with `idmap` for user-namespaced pods and
+//! `image_volumes` for mounts of images), the shim client (`shim`), the runtime handlers' sealed
 //! copies (`sealed`) and the config.
 
 pub mod config;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod events;
 mod exec;
 pub mod idmap;
+mod image_volumes;
 pub mod record;
 mod recover;
 mod remove;
@@ -31,6 +33,7 @@ pub use config::{Config, Handler};
 pub use create::{CreateRequest, ImageInfo, PodUserNs, SandboxView, resolve_log_path};
 pub use error::RuntimeError;
 pub use exec::ExecOutput;
+pub use image_volumes::{ImageVolume, is_image_volume, with_image_volumes};
 pub use record::{ContainerRecord, ImageRef, State};
 pub use remove::Removal;
 pub use service::{ContainerFilter, Containers, Paths};

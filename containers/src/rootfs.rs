@@ -1,6 +1,7 @@
 //! A container's root filesystem: an overlay of its image's snapshot chain
 //! (read-only lower dirs) with its own upper and work dirs, all under
-//! `<root>/containers/<id>/`.
+//! `<root>/containers/<id>/`; and its image volumes (KEP-4639), read-only
+//! overlays of other images' chains mounted beside it and undone with it.
 
 use std::fs;
 use std::io;
@@ -36,6 +37,12 @@ impl Layout {
     pub fn idmapped(&self) -> PathBuf {
         self.dir.join("idmapped")
     }
+    /// Image volumes, each a read-only overlay mounted at `<n>` here for
+    /// the runtime to bind (`empty` is the bottom layer of a one-layer
+    /// image: overlayfs needs two lower dirs when it has no upper).
+    pub fn image_volumes(&self) -> PathBuf {
+        self.dir.join("image-volumes")
+    }
     /// The OCI bundle: config.json, and the runtime's log and pid file.
     pub fn bundle(&self) -> PathBuf {
         self.dir.join("bundle")
@@ -46,6 +53,44 @@ impl Layout {
 /// most a page of options: long chains of long paths are refused here with
 /// a clear error rather than by mount(2) with EINVAL.
 pub fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Result<String> {
+    let lower = lower_list(lowers)?;
+    let data = format!(
+        "lowerdir={lower},upperdir={},workdir={},index=off",
+        upper.display(),
+        work.display()
+    );
+    fit_in_page(data, lowers.len())
+}
+
+/// The mount data of a read-only overlay of `lowers` (topmost first) with
+/// no upper dir: an image volume. overlayfs wants at least two lower dirs
+/// then; the caller adds an empty one below a single layer.
+pub fn readonly_overlay_options(lowers: &[PathBuf]) -> io::Result<String> {
+    if lowers.len() < 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a read-only overlay needs two lower dirs",
+        ));
+    }
+    let data = format!("lowerdir={}", lower_list(lowers)?);
+    fit_in_page(data, lowers.len())
+}
+
+fn fit_in_page(data: String, layers: usize) -> io::Result<String> {
+    if data.len() >= 4096 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "overlay options for {layers} layers exceed a page ({} bytes)",
+                data.len()
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// `lowers` joined with ':' for `lowerdir=`, each checked.
+fn lower_list(lowers: &[PathBuf]) -> io::Result<String> {
     if lowers.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -68,22 +113,7 @@ pub fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> io::Res
         }
         lower.push_str(s);
     }
-    let data = format!(
-        "lowerdir={lower},upperdir={},workdir={},index=off",
-        upper.display(),
-        work.display()
-    );
-    if data.len() >= 4096 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "overlay options for {} layers exceed a page ({} bytes)",
-                lowers.len(),
-                data.len()
-            ),
-        ));
-    }
-    Ok(data)
+    Ok(lower)
 }
 
 /// Creates the container's dirs and mounts its rootfs. With `idmap` (a
@@ -122,10 +152,65 @@ pub fn mount_rootfs(layout: &Layout, lowers: &[PathBuf], idmap: Option<&Idmap>) 
     .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("mounting overlay: {e}")))
 }
 
-/// Unmounts the rootfs and idmapped volumes; what is not mounted (or
-/// gone) is fine.
+/// Mounts each image volume (its layers' snapshot dirs, topmost first)
+/// read-only at `<dir>/image-volumes/<n>`, n its place in `volumes`, and
+/// returns those paths. An overlay without an upper dir: nothing in the
+/// container can write to it, whatever the mount's `readonly` said, and
+/// whiteouts and opaque dirs read as in the image. With `idmap` its layers
+/// are idmapped as the rootfs' are, so the pod's root owns what the
+/// image's root owns. Undone by [`unmount`] with the rootfs, also after a
+/// partial failure here.
+pub fn mount_image_volumes(
+    layout: &Layout,
+    volumes: &[Vec<PathBuf>],
+    idmap: Option<&Idmap>,
+) -> io::Result<Vec<PathBuf>> {
+    if volumes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = layout.image_volumes();
+    let empty = dir.join("empty");
+    fs::create_dir_all(&empty)?;
+    let mut targets = Vec::with_capacity(volumes.len());
+    for (n, lowers) in volumes.iter().enumerate() {
+        let target = dir.join(n.to_string());
+        fs::create_dir(&target)?;
+        let mut lowers = lowers.clone();
+        if lowers.len() == 1 {
+            lowers.push(empty.clone());
+        }
+        // Held until the overlay is mounted, as in mount_rootfs.
+        let mut trees = Vec::new();
+        if let Some(m) = idmap {
+            for l in &lowers {
+                trees.push(m.tree(l, false)?);
+            }
+            lowers = trees.iter().map(idmap::fd_path).collect();
+        }
+        let data = readonly_overlay_options(&lowers)?;
+        mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            MsFlags::MS_RDONLY,
+            Some(data.as_str()),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("mounting image volume {}: {e}", target.display()),
+            )
+        })?;
+        targets.push(target);
+    }
+    Ok(targets)
+}
+
+/// Unmounts the rootfs, idmapped volumes and image volumes; what is not
+/// mounted (or gone) is fine.
 pub fn unmount(layout: &Layout) -> io::Result<()> {
     idmap::unmount_staged(&layout.idmapped())?;
+    idmap::unmount_staged(&layout.image_volumes())?;
     let rootfs = layout.rootfs();
     match umount2(&rootfs, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
@@ -162,6 +247,19 @@ mod tests {
         assert_eq!(
             o,
             "lowerdir=/s/b:/s/a,upperdir=/c/upper,workdir=/c/work,index=off"
+        );
+    }
+
+    #[test]
+    fn image_volumes_are_overlays_without_upper() {
+        let o = readonly_overlay_options(&[PathBuf::from("/s/b"), PathBuf::from("/s/a")]).unwrap();
+        assert_eq!(o, "lowerdir=/s/b:/s/a");
+        // overlayfs refuses one lower dir without an upper: the caller
+        // adds an empty one.
+        assert!(readonly_overlay_options(&[PathBuf::from("/s/a")]).is_err());
+        assert!(
+            readonly_overlay_options(&[PathBuf::from("/s/a,upperdir=/x"), PathBuf::from("/e")])
+                .is_err()
         );
     }
 

@@ -116,6 +116,7 @@ pub fn container(e: berth_containers::RuntimeError) -> Status {
         | E::Shim { .. }
         | E::Unkillable { .. }
         | E::Corrupt { .. }
+        | E::ImageVolumes(_)
         | E::Task(_) => {
             tracing::warn!(error = %msg, "container call failed");
             Status::internal(msg)

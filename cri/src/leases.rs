@@ -27,19 +27,35 @@ pub struct Taken {
     holder: String,
     /// The leased image.
     pub image: berth_image::ImageRecord,
+    /// The images of its image volumes, in the order asked.
+    pub volumes: Vec<berth_image::ImageRecord>,
 }
 
-/// Leases image `image_id` for the container `name` (attempt) of `pod_id`.
+/// Leases image `image_id` and the images of the container's image volumes
+/// (`volume_ids`) for the container `name` (attempt) of `pod_id`: one
+/// lease, so the volumes' snapshots stay while the container does, even
+/// when their images are removed.
 pub async fn take(
     images: &Images,
     pod_id: &str,
     name: &str,
     attempt: u32,
     image_id: &berth_image::Digest,
+    volume_ids: &[berth_image::Digest],
 ) -> Result<Taken, ImageError> {
     let holder = lease_holder(name, attempt, pod_id);
-    let image = images.lease(&holder, image_id).await?;
-    Ok(Taken { holder, image })
+    let mut ids = Vec::with_capacity(1 + volume_ids.len());
+    ids.push(*image_id);
+    ids.extend_from_slice(volume_ids);
+    let mut recs = images.lease_all(&holder, &ids).await?.into_iter();
+    let image = recs
+        .next()
+        .ok_or_else(|| ImageError::NotFound(image_id.to_string()))?;
+    Ok(Taken {
+        holder,
+        image,
+        volumes: recs.collect(),
+    })
 }
 
 /// After a failed create: the lease goes, unless the create failed because

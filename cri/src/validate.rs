@@ -191,6 +191,9 @@ pub fn container(c: &cri::ContainerConfig) -> Result<(String, u32), Status> {
     for mnt in &c.mounts {
         path("config.mounts container_path", &mnt.container_path, true)?;
         text("config.mounts host_path", &mnt.host_path)?;
+        if let Some(i) = &mnt.image {
+            text("config.mounts image", &i.image)?;
+        }
     }
     for d in &c.devices {
         path("config.devices container_path", &d.container_path, true)?;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_containers::{
-    ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, PodUserNs, SandboxView,
-    State,
+    ContainerFilter, ContainerRecord, CreateRequest, ImageInfo, ImageRef, ImageVolume, PodUserNs,
+    SandboxView, State, is_image_volume,
 };
 use berth_pod::{NsMode, SandboxRecord, SandboxState};
 use berth_spec::PidNs;
@@ -35,9 +35,49 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
         .resolve(&image_name)
         .map_err(error::image)?
         .ok_or_else(|| Status::not_found(format!("image {image_name:?} not found")))?;
-    let lease = leases::take(&shared.images, &pod.id, &name, attempt, &found.id)
-        .await
-        .map_err(error::image)?;
+    // Image volumes (KEP-4639): kubelet pulled each image first, as it
+    // does the container's; none is pulled here.
+    let mut volume_ids = Vec::new();
+    for m in config.mounts.iter().filter(|m| is_image_volume(m)) {
+        let name = m
+            .image
+            .as_ref()
+            .map(|i| i.image.as_str())
+            .unwrap_or_default();
+        let rec = shared
+            .images
+            .resolve(name)
+            .map_err(error::image)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "image {name:?} of the image volume at {:?} not found (pull it first)",
+                    m.container_path
+                ))
+            })?;
+        volume_ids.push(rec.id);
+    }
+    let lease = leases::take(
+        &shared.images,
+        &pod.id,
+        &name,
+        attempt,
+        &found.id,
+        &volume_ids,
+    )
+    .await
+    .map_err(error::image)?;
+    let image_volumes: Vec<ImageVolume> = config
+        .mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| is_image_volume(m))
+        .map(|(i, _)| i)
+        .zip(&lease.volumes)
+        .map(|(mount, rec)| ImageVolume {
+            mount,
+            lowers: shared.images.lower_dirs(rec),
+        })
+        .collect();
     let image = &lease.image;
     let config_blob = shared.images.config_blob(&image.id).map_err(error::image)?;
     let image_config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&config_blob)
@@ -66,6 +106,7 @@ pub async fn create(shared: Arc<Shared>, r: cri::CreateContainerRequest) -> Resu
             config,
             sandbox_config: stored_sandbox_config(&pod, r.sandbox_config),
             image: info,
+            image_volumes,
         })
         .await;
     created.map_err(|e| {
