@@ -10,6 +10,7 @@ use rscni_types::types::{Dns, NetConf, PortMapping, Protocol};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::bandwidth::{self, Shaping};
 use super::error::BridgeError;
 
 /// Default bridge name.
@@ -288,6 +289,8 @@ pub struct BridgeConfig {
     pub dns: Option<Dns>,
     /// Host port mappings of this invocation (`runtimeConfig.portMappings`).
     pub port_mappings: Vec<PortMap>,
+    /// Traffic shaping of this invocation (`runtimeConfig.bandwidth`).
+    pub shaping: Shaping,
 }
 
 impl BridgeConfig {
@@ -368,6 +371,14 @@ impl BridgeConfig {
             .transpose()?
             .unwrap_or_default();
 
+        let shaping = conf
+            .runtime_config
+            .as_ref()
+            .and_then(|rc| rc.custom.get("bandwidth"))
+            .map(|bw| bandwidth::parse(bw, mtu))
+            .transpose()?
+            .unwrap_or_default();
+
         Ok(Self {
             network: conf.name.clone(),
             bridge,
@@ -385,6 +396,7 @@ impl BridgeConfig {
                 .unwrap_or(DEFAULT_LOCK_TIMEOUT),
             dns: conf.dns.clone(),
             port_mappings,
+            shaping,
         })
     }
 
@@ -455,6 +467,16 @@ pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String
     format!(
         "berth{:010x}",
         fnv1a(&[network, container_id, ifname]) & 0xff_ffff_ffff
+    )
+}
+
+/// The ifb device that shapes an attachment's egress: `bwp` (as the
+/// reference bandwidth plugin names them) + 12 hex digits of a hash of
+/// network, container ID and interface name (15 bytes).
+pub fn ifb_name(network: &str, container_id: &str, ifname: &str) -> String {
+    format!(
+        "bwp{:012x}",
+        fnv1a(&["bwp", network, container_id, ifname]) & 0xffff_ffff_ffff
     )
 }
 
@@ -551,7 +573,8 @@ mod tests {
                 "runtimeConfig":{"portMappings":[
                     {"hostPort":8080,"containerPort":80,"protocol":"tcp"},
                     {"hostPort":53,"containerPort":53,"protocol":"udp","hostIP":"127.0.0.1"},
-                    {"hostPort":9,"containerPort":9,"hostIP":"0.0.0.0"}]}}"#,
+                    {"hostPort":9,"containerPort":9,"hostIP":"0.0.0.0"}],
+                    "bandwidth":{"ingressRate":1000000,"ingressBurst":4294967295}}}"#,
         ))
         .expect("valid");
         assert_eq!(c.bridge, "br9");
@@ -576,6 +599,11 @@ mod tests {
         );
         assert_eq!(c.port_mappings[2].host_ip, None);
         assert_eq!(c.network_dir(), PathBuf::from("/tmp/x/berth"));
+        assert_eq!(
+            c.shaping.ingress.map(|l| (l.rate, l.burst)),
+            Some((1_000_000, 4_294_967_295))
+        );
+        assert!(c.shaping.egress.is_none());
     }
 
     #[test]
@@ -623,6 +651,14 @@ mod tests {
                 r#""subnets":["10.0.0.0/8"],"runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"hostIP":"x"}]}"#,
                 "hostIP",
             ),
+            (
+                r#""subnets":["10.0.0.0/8"],"runtimeConfig":{"bandwidth":{"egressRate":-1,"egressBurst":100000}}"#,
+                "runtimeConfig.bandwidth",
+            ),
+            (
+                r#""subnets":["10.0.0.0/8"],"mtu":9000,"runtimeConfig":{"bandwidth":{"egressRate":1000000,"egressBurst":20000}}"#,
+                "MTU 9000",
+            ),
         ] {
             let conf = netconf(&format!(
                 r#"{{"cniVersion":"1.0.0","name":"n","type":"berth-bridge",{json}}}"#
@@ -668,12 +704,10 @@ mod tests {
         assert_eq!(c.nft_table, DEFAULT_NFT_TABLE);
         assert_eq!(c.v4.expect("v4").subnet.to_string(), "10.89.0.0/16");
         assert!(c.ip_masq && c.gateway && c.hairpin);
-        assert_eq!(
-            plugin
-                .capabilities
-                .and_then(|c| c.get("portMappings").copied()),
-            Some(true)
-        );
+        let caps = plugin.capabilities.unwrap_or_default();
+        for cap in ["portMappings", "ipRanges", "bandwidth"] {
+            assert_eq!(caps.get(cap).copied(), Some(true), "{cap}");
+        }
     }
 
     #[test]
@@ -683,6 +717,12 @@ mod tests {
         assert!(n.starts_with("berth"));
         assert_eq!(n, host_veth_name("berth", "abc", "eth0"));
         assert_ne!(n, host_veth_name("berth", "abc", "eth1"));
+        let ifb = ifb_name("berth", "abc", "eth0");
+        assert_eq!(ifb.len(), 15);
+        assert!(ifb.starts_with("bwp"));
+        assert!(validate_ifname(&ifb).is_ok());
+        assert_ne!(ifb, ifb_name("berth", "abc", "eth1"));
+        assert_ne!(ifb, ifb_name("other", "abc", "eth0"));
         // Stable across releases: DEL of a newer binary must find it.
         assert_eq!(fnv1a(&["a"]), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(attachment_tag("net", "cid", "eth0"), "berth:net:cid/eth0");

@@ -15,6 +15,9 @@ pub const CODE_NFTABLES: u32 = 102;
 pub const CODE_CHECK_FAILED: u32 = 103;
 /// CNI code for an interface name taken by something berth-bridge does not own.
 pub const CODE_CONFLICT: u32 = 104;
+/// CNI code for traffic shaping (qdiscs, filters, the ifb device) that
+/// could not be set up, e.g. a kernel without ifb.
+pub const CODE_SHAPING: u32 = 105;
 
 /// Everything that can go wrong in berth-bridge.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,9 @@ pub enum BridgeError {
     /// CHECK found the attachment not as ADD left it.
     #[error("{0}")]
     Check(String),
+    /// Traffic shaping (capability `bandwidth`) could not be set up.
+    #[error("traffic shaping: {0}")]
+    Shaping(String),
     /// STATUS: the plugin cannot serve ADD (CNI code 50).
     #[error("{0}")]
     NotReady(String),
@@ -114,6 +120,9 @@ impl From<&BridgeError> for CniError {
             BridgeError::Conflict(_) => {
                 CniError::Custom(CODE_CONFLICT, "Interface conflict".into(), details)
             }
+            BridgeError::Shaping(_) => {
+                CniError::Custom(CODE_SHAPING, "Traffic shaping failed".into(), details)
+            }
         }
     }
 }
@@ -142,6 +151,7 @@ mod tests {
         );
         assert_eq!(BridgeError::NotReady("x".into()).code(), 50);
         assert_eq!(BridgeError::PoolExhausted("x".into()).code(), 100);
+        assert_eq!(BridgeError::Shaping("x".into()).code(), 105);
         assert_eq!(
             BridgeError::io("read", std::io::Error::other("boom")).code(),
             5

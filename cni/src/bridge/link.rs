@@ -40,7 +40,7 @@ pub struct Link {
 }
 
 impl Link {
-    fn from_message(msg: &LinkMessage) -> Self {
+    pub(super) fn from_message(msg: &LinkMessage) -> Self {
         let mut link = Self {
             index: msg.header.index,
             name: String::new(),

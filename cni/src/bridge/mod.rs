@@ -1,10 +1,11 @@
 //! berth-bridge: berth's own CNI plugin, the out-of-the-box pod network.
 //!
-//! One plugin does what the reference `bridge` + `host-local` + `portmap`
-//! chain does: a Linux bridge with the gateway addresses, a veth pair per
-//! attachment, host-local style IPAM (dual stack from one config), IP
-//! masquerade and host port mappings, the last two programmed into nftables
-//! over netlink (no `nft` or `iptables` binary is run).
+//! One plugin does what the reference chain of `bridge`, `host-local`,
+//! `portmap` and `bandwidth` does: a Linux bridge with the gateway addresses, a
+//! veth pair per attachment, host-local style IPAM (dual stack from one
+//! config), IP masquerade and host port mappings, the last two programmed
+//! into nftables over netlink (no `nft` or `iptables` binary is run), and
+//! traffic shaping with tc qdiscs over rtnetlink (no `tc` binary).
 //!
 //! # Configuration
 //!
@@ -24,7 +25,7 @@
 //!     "nftTable": "berth-bridge",
 //!     "lockTimeoutMs": 10000,
 //!     "dns": {"nameservers": ["10.89.0.1"]},
-//!     "capabilities": {"portMappings": true}
+//!     "capabilities": {"portMappings": true, "ipRanges": true, "bandwidth": true}
 //!   }]
 //! }
 //! ```
@@ -47,6 +48,15 @@
 //! `hostIP` (only that host address is mapped; unset, `0.0.0.0` or `::` map
 //! every local address). See [`firewall`] for the rules.
 //!
+//! `runtimeConfig.bandwidth` (capability `bandwidth`, as the reference
+//! bandwidth plugin reads it): `ingressRate`/`egressRate` in bits/s and
+//! `ingressBurst`/`egressBurst` in bits; a direction is shaped when both
+//! its rate and burst are non-zero. Ingress (to the pod) is a TBF qdisc on
+//! the host veth; egress (from the pod) redirects the host veth's ingress
+//! to an ifb device ([`ifb_name`], `bwp` + hash) with a TBF qdisc. See
+//! [`shaping`] and, for the refused values and the TBF arithmetic,
+//! [`bandwidth`]. `unshapedSubnets`/`shapedSubnets` are refused.
+//!
 //! `runtimeConfig.ipRanges` (capability `ipRanges`, as host-local reads it):
 //! one range set per address family, one `{"subnet": CIDR}` range each;
 //! these subnets replace `subnets` for the invocation (berthd passes the
@@ -63,17 +73,21 @@
 //!   The result lists bridge, host veth and pod interface (with its sandbox),
 //!   the addresses (interface 2, with gateway), the routes and `dns`. An ADD
 //!   retried for the same container ID and ifname reuses its addresses and
-//!   recreates its veth. On failure, what this ADD set up is undone.
-//! - DEL: removes the attachment's nftables rules, its host veth (which takes
-//!   the pod end with it) and its IPAM reservations. Anything already gone
-//!   is fine; `CNI_NETNS` is not needed.
+//!   recreates its veth. Then the shaping (qdiscs, ifb device, redirect);
+//!   the ifb device is listed last in the result. On failure, what this
+//!   ADD set up is undone.
+//! - DEL: removes the attachment's nftables rules, its ifb device, its host
+//!   veth (which takes the pod end and the veth's qdiscs with it) and its
+//!   IPAM reservations. Anything already gone is fine; `CNI_NETNS` is not
+//!   needed.
 //! - CHECK: the reservations (and `prevResult`'s addresses) match, the bridge
 //!   and host veth are in place, the pod interface is up with its addresses
-//!   and default routes, and the nftables rules are there.
+//!   and default routes, the nftables rules are there, and so are the
+//!   shaping qdiscs (with the parameters ADD set), redirect and ifb device.
 //! - STATUS: the IPAM directory is writable, no pool is exhausted, and
 //!   nf_tables answers when masquerade is on; else error 50.
-//! - GC: releases reservations and deletes nftables rules of attachments of
-//!   this network not in `cni.dev/valid-attachments`.
+//! - GC: releases reservations and deletes nftables rules and ifb devices
+//!   of attachments of this network not in `cni.dev/valid-attachments`.
 //! - VERSION: 0.4.0, 1.0.0, 1.1.0.
 //!
 //! # Errors
@@ -81,14 +95,18 @@
 //! CNI error JSON on stdout: 3 (netns missing), 4 (environment), 7 (config),
 //! 11 (IPAM lock timeout), 50 (STATUS: not ready), and plugin codes 100 (pool
 //! exhausted), 101 (netlink), 102 (nftables), 103 (CHECK mismatch), 104
-//! (interface name taken by something that is not berth-bridge's).
+//! (interface name taken by something that is not berth-bridge's), 105
+//! (traffic shaping failed, e.g. a kernel without ifb for egress shaping).
 
+pub mod bandwidth;
 pub mod config;
 pub mod error;
 pub mod firewall;
 pub mod ipam;
 pub mod link;
 pub mod nft;
+pub mod shaping;
+pub mod tc;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -101,7 +119,7 @@ use rscni_plugin::version::SpecVersion;
 use rscni_types::ipnet::IpNet;
 use rtnetlink::Handle;
 
-pub use config::{BridgeConfig, attachment_tag, host_veth_name};
+pub use config::{BridgeConfig, attachment_tag, host_veth_name, ifb_name};
 pub use error::BridgeError;
 
 use ipam::{IpamStore, Owner};
@@ -167,6 +185,7 @@ struct Attachment {
     owner: Owner,
     tag: String,
     host_veth: String,
+    ifb: String,
 }
 
 impl Attachment {
@@ -184,6 +203,7 @@ impl Attachment {
             owner: Owner::new(&container_id, &ifname),
             tag: cfg.attachment_tag(&container_id, &ifname),
             host_veth: host_veth_name(&cfg.network, &container_id, &ifname),
+            ifb: ifb_name(&cfg.network, &container_id, &ifname),
             cfg,
             ifname,
         })
@@ -230,8 +250,22 @@ fn cmd_add(args: &Args) -> Result<CNIResult, BridgeError> {
         };
         let ips: Vec<IpAddr> = allocations.iter().map(|a| a.ip).collect();
 
-        match setup_attachment(&h, att, netns, &bridge, &ips).await {
-            Ok((host, pod)) => Ok(add_result(att, netns, &bridge, &host, &pod, &ips)),
+        let attached = async {
+            let (host, pod) = setup_attachment(&h, att, netns, &bridge, &ips).await?;
+            let ifb = shaping::apply(&h, &cfg.shaping, &host, &att.ifb, &att.tag, cfg.mtu).await?;
+            Ok::<_, BridgeError>((host, pod, ifb))
+        }
+        .await;
+        match attached {
+            Ok((host, pod, ifb)) => Ok(add_result(
+                att,
+                netns,
+                &bridge,
+                &host,
+                &pod,
+                ifb.as_ref(),
+                &ips,
+            )),
             Err(e) => {
                 // Undo this ADD: links, rules, fresh reservations.
                 if let Ok(Some(host)) = link::get_link(&h, &att.host_veth).await
@@ -239,6 +273,7 @@ fn cmd_add(args: &Args) -> Result<CNIResult, BridgeError> {
                 {
                     let _ = link::delete_link(&h, host.index).await;
                 }
+                let _ = shaping::teardown(&h, &att.ifb, &att.tag).await;
                 if cfg.wants_nft() {
                     let _ = firewall::teardown(cfg, &att.tag);
                 }
@@ -358,6 +393,7 @@ fn add_result(
     bridge: &Link,
     host: &Link,
     pod: &Link,
+    ifb: Option<&Link>,
     ips: &[IpAddr],
 ) -> CNIResult {
     let cfg = &att.cfg;
@@ -369,7 +405,7 @@ fn add_result(
         socket_path: None,
         pci_id: None,
     };
-    let interfaces = vec![
+    let mut interfaces = vec![
         iface(&cfg.bridge, &bridge.mac, None),
         iface(&att.host_veth, &host.mac, None),
         iface(
@@ -378,6 +414,11 @@ fn add_result(
             Some(netns.path.to_string_lossy().into_owned()),
         ),
     ];
+    // As the bandwidth plugin reports it: after the pod's interface, so
+    // the addresses' interface index (2) stays.
+    if let Some(ifb) = ifb {
+        interfaces.push(iface(&ifb.name, &ifb.mac, None));
+    }
     let ips_out = ips
         .iter()
         .filter_map(|ip| {
@@ -427,9 +468,12 @@ fn cmd_del(args: &Args) -> Result<(), BridgeError> {
         Err(e) => tracing::warn!(error = %e, "skipping nftables cleanup"),
     }
 
-    // The host veth; deleting it deletes the pod end too.
+    // The host veth; deleting it deletes the pod end too, and the veth's
+    // qdiscs and filter. The ifb device of egress shaping, whatever this
+    // DEL's config says (DEL may come without runtimeConfig).
     let att = &att;
     link::with_rtnetlink(|h| async move {
+        shaping::teardown(&h, &att.ifb, &att.tag).await?;
         if let Some(host) = link::get_link(&h, &att.host_veth).await? {
             if att.owns(&host) {
                 link::delete_link(&h, host.index).await?;
@@ -473,6 +517,7 @@ fn cmd_check(args: &Args) -> Result<(), BridgeError> {
     let bridge_name = cfg.bridge.clone();
     let host_name = att.host_veth.clone();
     let tag = att.tag.clone();
+    let ifb_name = att.ifb.clone();
     link::with_rtnetlink(|h| async move {
         let bridge = link::get_link(&h, &bridge_name)
             .await?
@@ -504,7 +549,7 @@ fn cmd_check(args: &Args) -> Result<(), BridgeError> {
                 "host veth {host_name} is not up on bridge {bridge_name}"
             )));
         }
-        Ok(())
+        shaping::check(&h, &cfg.shaping, &host, &ifb_name, &tag).await
     })?;
 
     let ifname = att.ifname.clone();
@@ -598,6 +643,14 @@ fn cmd_gc(args: &Args) -> Result<(), BridgeError> {
         .iter()
         .map(|(c, i)| cfg.attachment_tag(c, i))
         .collect();
+    let prefix = config::attachment_tag_prefix(&cfg.network);
+    let removed = link::with_rtnetlink(|h| {
+        let (prefix, keep) = (&prefix, &keep);
+        async move { shaping::gc(&h, prefix, keep).await }
+    })?;
+    if removed > 0 {
+        tracing::info!(count = removed, "GC deleted stale ifb devices");
+    }
     match firewall::gc(&cfg, &keep) {
         Ok(()) => Ok(()),
         Err(e) if cfg.wants_nft() => Err(e),
