@@ -44,7 +44,7 @@ impl Net {
             Plugins::Berth => format!(
                 r#"{{"cniVersion":"1.0.0","name":"{br}","plugins":[
                 {{"type":"berth-bridge","bridge":"{br}","subnets":["{subnet}"],"gateway":true,"ipMasq":false,
-                  "dataDir":"{ipam}","nftTable":"{table}","capabilities":{{"portMappings":true,"ipRanges":true}}}}]}}"#,
+                  "dataDir":"{ipam}","nftTable":"{table}","capabilities":{{"portMappings":true,"ipRanges":true,"bandwidth":true}}}}]}}"#,
                 br = l.bridge,
                 ipam = self.ipam.display(),
                 subnet = l.subnet,
