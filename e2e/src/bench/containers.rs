@@ -89,7 +89,26 @@ pub(super) struct Pod {
 }
 
 pub(super) async fn run_pod(c: &mut CriClient, ctx: &Ctx, name: &str) -> Result<Pod, String> {
-    let config = ctx.pod_config(name)?;
+    run_pod_in(c, ctx, name, None).await
+}
+
+/// A pod, in a user namespace of its own when `userns` (mode POD) is set.
+async fn run_pod_in(
+    c: &mut CriClient,
+    ctx: &Ctx,
+    name: &str,
+    userns: Option<&UserNamespace>,
+) -> Result<Pod, String> {
+    let mut config = ctx.pod_config(name)?;
+    if let Some(u) = userns
+        && let Some(ns) = config
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|sc| sc.namespace_options.as_mut())
+    {
+        ns.userns_options = Some(u.clone());
+    }
     let id = c
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -101,6 +120,20 @@ pub(super) async fn run_pod(c: &mut CriClient, ctx: &Ctx, name: &str) -> Result<
         .into_inner()
         .pod_sandbox_id;
     Ok(Pod { id, config })
+}
+
+/// Mode POD with one range of 65536 ids from `base`, as kubelet maps.
+fn user_namespace(base: u32) -> UserNamespace {
+    let map = vec![IdMapping {
+        host_id: base,
+        container_id: 0,
+        length: 65536,
+    }];
+    UserNamespace {
+        mode: NamespaceMode::Pod as i32,
+        uids: map.clone(),
+        gids: map,
+    }
 }
 
 pub(super) async fn create(
@@ -404,6 +437,63 @@ async fn measure(
                         step(&rec, "RemovePodSandbox", remove_pod(&mut c, &pod.id)).await?;
                     rec.record("total", d1 + d2 + d3 + d4 + d5 + d6 + d7).await;
                     let _ = fs::remove_dir_all(&pod.config.log_directory);
+                    Ok(())
+                }
+            })
+            .await
+        }
+        Scenario::UsernsStart => {
+            let ctx = ctx.clone();
+            // containerd 1.6 has no user namespaces for pods: only the
+            // plain half runs there.
+            let userns_too = matches!(target, Target::Berth(_));
+            run_iterations(client, opts, move |mut c, i, rec| {
+                let ctx = ctx.clone();
+                async move {
+                    let base = 65536 * (4000 + u32::try_from(i).unwrap_or(0));
+                    let userns = user_namespace(base);
+                    let mut pods = Vec::new();
+                    for (label, u) in [("plain", None), ("userns", Some(&userns))] {
+                        if u.is_some() && !userns_too {
+                            continue;
+                        }
+                        let name = format!("{label}{i}");
+                        let step_name = |s: &str| format!("{label} {s}");
+                        let (pod, d1) = step(
+                            &rec,
+                            &step_name("RunPodSandbox"),
+                            run_pod_in(&mut c, &ctx, &name, u),
+                        )
+                        .await?;
+                        let mut config = ctx.container("c", SLEEP);
+                        if let Some(u) = u {
+                            config
+                                .linux
+                                .get_or_insert_with(Default::default)
+                                .security_context
+                                .get_or_insert_with(Default::default)
+                                .namespace_options = Some(NamespaceOption {
+                                pid: NamespaceMode::Container as i32,
+                                userns_options: Some(u.clone()),
+                                ..Default::default()
+                            });
+                        }
+                        let (id, d2) = step(
+                            &rec,
+                            &step_name("CreateContainer"),
+                            create(&mut c, &pod, config),
+                        )
+                        .await?;
+                        let (_, d3) =
+                            step(&rec, &step_name("StartContainer"), start(&mut c, &id)).await?;
+                        rec.record(&step_name("total"), d1 + d2 + d3).await;
+                        pods.push(pod);
+                    }
+                    for pod in pods {
+                        stop_pod(&mut c, &pod.id).await?;
+                        remove_pod(&mut c, &pod.id).await?;
+                        let _ = fs::remove_dir_all(&pod.config.log_directory);
+                    }
                     Ok(())
                 }
             })

@@ -74,6 +74,11 @@ pub enum Scenario {
     /// RunPodSandbox, Create/Start/Stop/RemoveContainer, StopPodSandbox,
     /// RemovePodSandbox: from nothing to removed, each step and the total.
     FullCycle,
+    /// RunPodSandbox, CreateContainer and StartContainer of a pod in a
+    /// user namespace of its own (hostUsers: false; idmapped layers)
+    /// beside the same for a plain pod, each timed (on containerd 1.6,
+    /// which has no user namespaces for pods, the plain pod only).
+    UsernsStart,
     /// ExecSync of `true` and of `echo hello` in a running container.
     ExecSync,
     /// Exec of `true` (non-TTY, stdout and stderr) through the streaming
@@ -138,6 +143,7 @@ impl Scenario {
         Scenario::PodLifecycle,
         Scenario::ContainerLifecycle,
         Scenario::FullCycle,
+        Scenario::UsernsStart,
         Scenario::ExecSync,
         Scenario::ExecStream,
         Scenario::AttachFirstByte,
@@ -181,6 +187,7 @@ impl Scenario {
             Scenario::PodLifecycle => "pod-lifecycle",
             Scenario::ContainerLifecycle => "container-lifecycle",
             Scenario::FullCycle => "full-cycle",
+            Scenario::UsernsStart => "userns-start",
             Scenario::ExecSync => "exec-sync",
             Scenario::ExecStream => "exec-stream",
             Scenario::AttachFirstByte => "attach-first-byte",
@@ -563,6 +570,7 @@ impl Scenario {
             }
             Scenario::ContainerLifecycle
             | Scenario::FullCycle
+            | Scenario::UsernsStart
             | Scenario::ExecSync
             | Scenario::ExecStream
             | Scenario::AttachFirstByte
