@@ -218,6 +218,73 @@ fn hierarchy(root: &Path, names: &[&str]) -> PathBuf {
         .unwrap_or_else(|| root.join(names[0]))
 }
 
+/// Where one cgroup version keeps what [`Memory`] holds: the usage file,
+/// memory.stat's keys (inactive file pages, anonymous, page cache, mapped
+/// files, faults, major faults), the file with `oom_kill`, the limit.
+struct MemoryFiles {
+    usage: &'static str,
+    stat: [&'static str; 6],
+    events: &'static str,
+    limit: &'static str,
+}
+
+const V1_MEMORY: MemoryFiles = MemoryFiles {
+    usage: "memory.usage_in_bytes",
+    stat: [
+        "total_inactive_file",
+        "total_rss",
+        "total_cache",
+        "total_mapped_file",
+        "total_pgfault",
+        "total_pgmajfault",
+    ],
+    events: "memory.oom_control",
+    limit: "memory.limit_in_bytes",
+};
+
+const V2_MEMORY: MemoryFiles = MemoryFiles {
+    usage: "memory.current",
+    stat: [
+        "inactive_file",
+        "anon",
+        "file",
+        "file_mapped",
+        "pgfault",
+        "pgmajfault",
+    ],
+    events: "memory.events",
+    limit: "memory.max",
+};
+
+/// The memory of the cgroup at `dir` (its limit only when `settings`);
+/// None without a usage file (no memory controller, or the cgroup gone).
+fn read_memory(
+    r: &mut Reader,
+    dir: Option<&Dir>,
+    f: &MemoryFiles,
+    settings: bool,
+) -> Option<Memory> {
+    let usage = r.u64(dir, f.usage)?;
+    let [inactive, rss, cache, mapped, faults, major] =
+        fields(r.text(dir, "memory.stat").unwrap_or_default(), f.stat);
+    let [oom] = fields(r.text(dir, f.events).unwrap_or_default(), ["oom_kill"]);
+    Some(Memory {
+        usage,
+        working_set: usage.saturating_sub(inactive.unwrap_or(0)),
+        rss: rss.unwrap_or(0),
+        cache: cache.unwrap_or(0),
+        mapped_file: mapped.unwrap_or(0),
+        page_faults: faults.unwrap_or(0),
+        major_page_faults: major.unwrap_or(0),
+        // v2's "max" does not parse: no limit, as v1's huge value.
+        limit: settings
+            .then(|| r.u64(dir, f.limit))
+            .flatten()
+            .and_then(limit),
+        oom_kills: oom.unwrap_or(0),
+    })
+}
+
 fn read_v1(m: &V1Mounts, rel: &str, r: &mut Reader, settings: bool) -> Usage {
     let mem = Dir::open(&m.memory.join(rel));
     let mem = mem.as_ref();
@@ -232,37 +299,7 @@ fn read_v1(m: &V1Mounts, rel: &str, r: &mut Reader, settings: bool) -> Usage {
     } else {
         cpu_own.as_ref()
     };
-    let memory = r.u64(mem, "memory.usage_in_bytes").map(|usage| {
-        let [inactive, rss, cache, mapped, faults, major] = fields(
-            r.text(mem, "memory.stat").unwrap_or_default(),
-            [
-                "total_inactive_file",
-                "total_rss",
-                "total_cache",
-                "total_mapped_file",
-                "total_pgfault",
-                "total_pgmajfault",
-            ],
-        );
-        let [oom] = fields(
-            r.text(mem, "memory.oom_control").unwrap_or_default(),
-            ["oom_kill"],
-        );
-        Memory {
-            usage,
-            working_set: usage.saturating_sub(inactive.unwrap_or(0)),
-            rss: rss.unwrap_or(0),
-            cache: cache.unwrap_or(0),
-            mapped_file: mapped.unwrap_or(0),
-            page_faults: faults.unwrap_or(0),
-            major_page_faults: major.unwrap_or(0),
-            limit: settings
-                .then(|| r.u64(mem, "memory.limit_in_bytes"))
-                .flatten()
-                .and_then(limit),
-            oom_kills: oom.unwrap_or(0),
-        }
-    });
+    let memory = read_memory(r, mem, &V1_MEMORY, settings);
     let cpu = r.u64(cpuacct, "cpuacct.usage").map(|usage_ns| {
         let tick_ns = 1_000_000_000 / clock_ticks();
         let [user, system] = fields(
@@ -312,38 +349,7 @@ fn read_v2(dir: Option<&Dir>, r: &mut Reader, settings: bool) -> Usage {
             throttling: throttling(s, "throttled_usec", 1000),
         })
     });
-    let memory = r.u64(dir, "memory.current").map(|usage| {
-        let [inactive, anon, file, mapped, faults, major] = fields(
-            r.text(dir, "memory.stat").unwrap_or_default(),
-            [
-                "inactive_file",
-                "anon",
-                "file",
-                "file_mapped",
-                "pgfault",
-                "pgmajfault",
-            ],
-        );
-        let [oom] = fields(
-            r.text(dir, "memory.events").unwrap_or_default(),
-            ["oom_kill"],
-        );
-        Memory {
-            usage,
-            working_set: usage.saturating_sub(inactive.unwrap_or(0)),
-            rss: anon.unwrap_or(0),
-            cache: file.unwrap_or(0),
-            mapped_file: mapped.unwrap_or(0),
-            page_faults: faults.unwrap_or(0),
-            major_page_faults: major.unwrap_or(0),
-            limit: settings
-                .then(|| r.text(dir, "memory.max"))
-                .flatten()
-                .and_then(|s| s.trim().parse().ok())
-                .and_then(limit),
-            oom_kills: oom.unwrap_or(0),
-        }
-    });
+    let memory = read_memory(r, dir, &V2_MEMORY, settings);
     let limits = if settings {
         // cpu.max: "$QUOTA $PERIOD", QUOTA "max" for none.
         let cpu_quota = r.text(dir, "cpu.max").and_then(|s| {
