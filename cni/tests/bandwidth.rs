@@ -15,7 +15,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the report
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -24,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use berth_cni::bridge::{host_veth_name, ifb_name};
 use berth_testkit::{require, root_or_skip};
-use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_berth-bridge");
+mod common;
+use common::{BIN, cni, in_netns, link_exists, must, random_u64, run};
 
 /// The shaped rate of the throughput tests: 8 Mbit/s = 1 MB/s.
 const RATE: u64 = 8_000_000;
@@ -35,34 +34,6 @@ const RATE: u64 = 8_000_000;
 const BURST: u64 = 100_000;
 /// Bytes sent through a shaped link: ~2 s at the rate.
 const TRANSFER: usize = 2_000_000;
-
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("urandom");
-    u64::from_ne_bytes(b)
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn must(args: &[&str]) -> String {
-    let (ok, text) = run(args);
-    assert!(ok, "{args:?} failed: {text}");
-    text
-}
-
-fn link_exists(name: &str) -> bool {
-    run(&["ip", "link", "show", name]).0
-}
 
 /// Whether the kernel can make ifb devices (probed with a throwaway one).
 fn kernel_has_ifb() -> bool {
@@ -201,89 +172,12 @@ impl Drop for TestNet {
     }
 }
 
-#[derive(Debug)]
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    fn expect_ok(self) -> Self {
-        assert!(
-            self.ok,
-            "plugin failed: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// The code and message of a failed invocation.
-    fn error(&self) -> (u64, String) {
-        assert!(!self.ok, "plugin succeeded unexpectedly: {self:?}");
-        let v = self.json();
-        let msg = format!("{} {}", v["msg"].as_str().unwrap_or(""), v["details"]);
-        (
-            v["code"].as_u64().unwrap_or_else(|| panic!("no code: {v}")),
-            msg,
-        )
-    }
-}
-
-fn cni(cmd: &str, conf: &Value, cid: &str, netns: Option<&str>) -> Out {
-    let mut c = Command::new(BIN);
-    for var in ["CNI_NETNS", "CNI_ARGS"] {
-        c.env_remove(var);
-    }
-    c.env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni");
-    if let Some(ns) = netns {
-        c.env("CNI_NETNS", ns);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn berth-bridge");
-    let _ = child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes());
-    let out = child.wait_with_output().unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 fn pod_ip(result: &Value) -> IpAddr {
     result["ips"][0]["address"]
         .as_str()
         .and_then(|a| a.split('/').next())
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {result}"))
-}
-
-fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = File::open(path).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).unwrap();
-            f()
-        })
-        .join()
-        .unwrap()
-    })
 }
 
 /// `tc -j -d qdisc show dev <dev>`.

@@ -26,37 +26,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use berth_cni::bridge::{attachment_tag, host_veth_name};
-use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_berth-bridge");
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 use berth_testkit::root_or_skip;
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("urandom");
-    u64::from_ne_bytes(b)
-}
-
-fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn must(args: &[&str]) -> String {
-    let (ok, text) = run(args);
-    assert!(ok, "{args:?} failed: {text}");
-    text
-}
+mod common;
+use common::{BIN, cni, in_netns, invoke, link_exists, must, random_u64, run};
 
 /// Subnet octets / v6 groups handed to tests of this process.
 static TAKEN: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
@@ -223,84 +200,6 @@ impl Drop for TestNet {
     }
 }
 
-/// The outcome of one plugin invocation.
-#[derive(Debug)]
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
-    }
-
-    fn expect_ok(self) -> Self {
-        assert!(
-            self.ok,
-            "plugin failed: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// The CNI error code of a failed invocation.
-    fn error_code(&self) -> u64 {
-        assert!(!self.ok, "plugin succeeded unexpectedly: {self:?}");
-        let v = self.json();
-        assert!(v["msg"].is_string(), "error JSON without msg: {v}");
-        v["code"].as_u64().unwrap_or_else(|| panic!("no code: {v}"))
-    }
-}
-
-fn invoke(cmd: Option<&str>, stdin: &str, env: &[(&str, &str)]) -> Out {
-    let mut c = Command::new(BIN);
-    for var in [
-        "CNI_COMMAND",
-        "CNI_CONTAINERID",
-        "CNI_NETNS",
-        "CNI_IFNAME",
-        "CNI_ARGS",
-    ] {
-        c.env_remove(var);
-    }
-    if let Some(cmd) = cmd {
-        c.env("CNI_COMMAND", cmd);
-    }
-    c.env("CNI_PATH", "/usr/lib/cni");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn berth-bridge");
-    // A plugin that fails before reading stdin closes it: not our concern.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes());
-    let out = child.wait_with_output().expect("wait");
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn cni(cmd: &str, conf: &Value, cid: &str, netns: Option<&str>) -> Out {
-    let mut env = vec![("CNI_CONTAINERID", cid), ("CNI_IFNAME", "eth0")];
-    if let Some(ns) = netns {
-        env.push(("CNI_NETNS", ns));
-    }
-    invoke(Some(cmd), &conf.to_string(), &env)
-}
-
 /// The addresses of an ADD result, by family.
 fn result_ips(result: &Value) -> (Option<IpAddr>, Option<IpAddr>) {
     let mut v4 = None;
@@ -318,19 +217,6 @@ fn result_ips(result: &Value) -> (Option<IpAddr>, Option<IpAddr>) {
         }
     }
     (v4, v6)
-}
-
-/// Runs `f` on a thread inside the namespace at `path`.
-fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = File::open(path).expect("open netns");
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    })
 }
 
 /// A TCP (and optionally UDP) server in a namespace answering every
@@ -448,10 +334,6 @@ fn sa(ip: IpAddr, port: u16) -> SocketAddr {
 /// `/run/netns/<name>` → `<name>`
 fn ns_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
-}
-
-fn link_exists(name: &str) -> bool {
-    run(&["ip", "link", "show", name]).0
 }
 
 #[test]
